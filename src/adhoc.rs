@@ -1,0 +1,153 @@
+//! Ad-hoc targets for `pathprobe check`: `tcp://host:port`, `tls://host:port`, `http(s)://…`,
+//! `scrape+http(s)://…` and `dns://name`, with the command's flags.
+//!
+//! An argument becomes the same raw target an inventory entry would be and goes through the same
+//! validator, so the rules and messages are the inventory's; only the field paths read as the
+//! flag that set them (`--ca-file`) or `target` for the argument itself.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::config::range::redact_userinfo;
+use crate::config::raw::{OneOrMany, RawBasicAuth, RawExpect, RawTarget, RawTls, Scalar};
+use crate::config::{check_target, Checked, ConfigError, ConfigErrors, Ctx, Diags, PathStyle};
+use crate::target::Target;
+
+/// The `check` command's flags that shape an ad-hoc target.
+#[derive(Debug, Clone)]
+pub struct AdhocOptions {
+    pub timeout: Duration,
+    /// Skip TLS verification (`--insecure`).
+    pub insecure: bool,
+    pub ca_file: Option<PathBuf>,
+    pub server_name: Option<String>,
+    pub basic_auth_user: Option<String>,
+    pub basic_auth_password_file: Option<PathBuf>,
+    pub bearer_token_file: Option<PathBuf>,
+    /// As in the inventory: `200`, `200,301`, `300-399`, `2xx`.
+    pub expect_status: Option<String>,
+    pub body_regex: Option<String>,
+}
+
+impl Default for AdhocOptions {
+    fn default() -> AdhocOptions {
+        AdhocOptions {
+            timeout: Duration::from_secs(5),
+            insecure: false,
+            ca_file: None,
+            server_name: None,
+            basic_auth_user: None,
+            basic_auth_password_file: None,
+            bearer_token_file: None,
+            expect_status: None,
+            body_regex: None,
+        }
+    }
+}
+
+/// Turns one `check` argument into its targets (more than one for a last-octet range).
+///
+/// Flags that do not apply to the argument's kind are ignored (one `check` may mix kinds):
+/// TLS flags for `tcp://`, `http://` and `dns://`, HTTP flags for anything not HTTP.
+pub fn parse(arg: &str, opts: &AdhocOptions) -> Result<Vec<Target>, ConfigErrors> {
+    let text = arg.trim();
+    let name = redact_userinfo(text);
+    if opts.timeout.is_zero() {
+        return Err(ConfigError::new("--timeout", "zero; give a positive duration, e.g. 5s").into());
+    }
+
+    let lower = text.to_ascii_lowercase();
+    let strip = |prefix: &str| -> Option<String> {
+        lower
+            .starts_with(prefix)
+            .then(|| text[prefix.len()..].trim_end_matches('/').to_string())
+    };
+    let mut raw = RawTarget {
+        name: Some(name.clone()),
+        job: Some("adhoc".to_string()),
+        ..RawTarget::default()
+    };
+    let (kind, tls) = if let Some(addr) = strip("tcp://") {
+        raw.address = Some(no_userinfo(addr)?);
+        ("tcp", false)
+    } else if let Some(addr) = strip("tls://") {
+        raw.address = Some(no_userinfo(addr)?);
+        ("tls", true)
+    } else if let Some(addr) = strip("dns://") {
+        raw.address = Some(no_userinfo(addr)?);
+        ("dns", false)
+    } else if lower.starts_with("scrape+http://") || lower.starts_with("scrape+https://") {
+        let url = &text["scrape+".len()..];
+        raw.url = Some(url.to_string());
+        ("scrape", url.to_ascii_lowercase().starts_with("https://"))
+    } else if lower.starts_with("http://") || lower.starts_with("https://") {
+        raw.url = Some(text.to_string());
+        ("http", lower.starts_with("https://"))
+    } else {
+        return Err(ConfigError::new(
+            "target",
+            format!(
+                "`{name}` is neither a target of the config nor an ad-hoc target; write tcp://host:port, \
+                 tls://host:port, http(s)://host:port/path, scrape+http(s)://host:port/metrics or dns://name"
+            ),
+        )
+        .into());
+    };
+    raw.kind = Some(kind.to_string());
+
+    let path_text = |p: &Path| p.to_string_lossy().into_owned();
+    if tls {
+        raw.tls = Some(RawTls {
+            insecure_skip_verify: Some(opts.insecure),
+            ca_file: opts.ca_file.as_deref().map(path_text),
+            server_name: opts.server_name.clone(),
+            cert_file: None,
+            key_file: None,
+        });
+    }
+    if kind == "http" || kind == "scrape" {
+        if opts.basic_auth_user.is_some() || opts.basic_auth_password_file.is_some() {
+            raw.basic_auth = Some(RawBasicAuth {
+                username: opts.basic_auth_user.clone(),
+                password_file: opts.basic_auth_password_file.as_deref().map(path_text),
+            });
+        }
+        raw.bearer_token_file = opts.bearer_token_file.as_deref().map(path_text);
+        if opts.expect_status.is_some() || opts.body_regex.is_some() {
+            raw.expect = Some(RawExpect {
+                status: opts
+                    .expect_status
+                    .as_deref()
+                    .map(|s| OneOrMany(vec![Scalar::from(s)])),
+                body_regex: opts.body_regex.clone(),
+                addresses: None,
+            });
+        }
+    }
+
+    let ctx = Ctx {
+        base_dir: Path::new(""),
+        // One probe, now: the interval only has to be no shorter than the timeout.
+        interval: opts.timeout,
+        timeout: opts.timeout,
+        body_limit: crate::config::DEFAULT_BODY_LIMIT,
+        cluster: "",
+    };
+    let mut diags = Diags::default();
+    match check_target(&raw, &PathStyle::Adhoc, &ctx, &mut diags) {
+        Checked::Probe(targets) if diags.errors.is_empty() => Ok(targets),
+        _ => Err(ConfigErrors(diags.errors)),
+    }
+}
+
+/// Refuses `user:pw@` in a `tcp://`, `tls://` or `dns://` argument, without echoing it.
+fn no_userinfo(addr: String) -> Result<String, ConfigErrors> {
+    if addr.contains('@') {
+        return Err(ConfigError::new(
+            "target",
+            "credentials do not go in a tcp://, tls:// or dns:// target; remove the part up to `@`",
+        )
+        .into());
+    }
+    Ok(addr)
+}

@@ -1,0 +1,223 @@
+//! The `pathprobe` command line: the edge where errors become exit codes.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use pathprobe::adhoc::{self, AdhocOptions};
+use pathprobe::probe::{self, ProbeContext, Resolver};
+use pathprobe::target::{ResolverSettings, Target};
+use pathprobe::{config, demo, report};
+
+/// Exit code for usage and config errors (the contract's 2).
+const EXIT_USAGE: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "pathprobe", version, about = "Per-node synthetic probes that say why a target is unreachable")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Probe each TARGET once, now, from here, and say what broke.
+    Check(CheckArgs),
+    /// Load and validate an inventory; print every error with its field path.
+    Validate {
+        /// The inventory YAML file.
+        file: PathBuf,
+    },
+    /// The zero-setup tour: loopback targets, one per failure class, probed and exported.
+    Demo {
+        /// Print one round and exit.
+        #[arg(long)]
+        once: bool,
+        /// Where to serve /metrics while the demo runs.
+        #[arg(long, default_value = "127.0.0.1:9807")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// Inventory to look target names up in.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// One JSON object per target, one per line.
+    #[arg(long)]
+    json: bool,
+    /// Probe timeout for ad-hoc targets (Prometheus-style duration: 500ms, 5s, 1m).
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Skip TLS certificate verification (the certificate is still recorded).
+    #[arg(long)]
+    insecure: bool,
+    /// PEM file of the CA to trust instead of the system roots.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// TLS server name (SNI and certificate check) instead of the URL's host.
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Basic auth user name (the password comes from --basic-auth-password-file).
+    #[arg(long, requires = "basic_auth_password_file")]
+    basic_auth_user: Option<String>,
+    /// File holding the basic auth password.
+    #[arg(long, requires = "basic_auth_user")]
+    basic_auth_password_file: Option<PathBuf>,
+    /// File holding a bearer token.
+    #[arg(long)]
+    bearer_token_file: Option<PathBuf>,
+    /// Allowed status codes, e.g. `200`, `200-299`, `200,301-302`.
+    #[arg(long)]
+    expect_status: Option<String>,
+    /// Nameserver (ip:port) to resolve names with instead of the system's.
+    #[arg(long)]
+    resolver: Option<SocketAddr>,
+    /// Targets: names from --config, or tcp://, tls://, http(s)://, scrape+http(s)://, dns:// URLs.
+    #[arg(required = true)]
+    targets: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match cli.command {
+        Command::Validate { file } => validate(&file),
+        Command::Check(args) => runtime.block_on(check(args)),
+        Command::Demo { once, listen } => match runtime.block_on(demo::run(once, listen, node_name())) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+/// `source_node`: the Kubernetes downward API's `NODE_NAME`, else the host name.
+fn node_name() -> String {
+    std::env::var("NODE_NAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn validate(file: &std::path::Path) -> ExitCode {
+    match config::load(file) {
+        Ok(inv) => {
+            println!(
+                "{}: valid — {} targets to probe, {} documented absent",
+                file.display(),
+                inv.targets.len(),
+                inv.absent.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{}: invalid\n{errors}", file.display());
+            ExitCode::from(EXIT_USAGE)
+        }
+    }
+}
+
+async fn check(args: CheckArgs) -> ExitCode {
+    let inventory = match &args.config {
+        Some(path) => match config::load(path) {
+            Ok(inv) => Some(inv),
+            Err(errors) => {
+                eprintln!("{}: invalid\n{errors}", path.display());
+                return ExitCode::from(EXIT_USAGE);
+            }
+        },
+        None => None,
+    };
+    let opts = AdhocOptions {
+        timeout: args.timeout,
+        insecure: args.insecure,
+        ca_file: args.ca_file.clone(),
+        server_name: args.server_name.clone(),
+        basic_auth_user: args.basic_auth_user.clone(),
+        basic_auth_password_file: args.basic_auth_password_file.clone(),
+        bearer_token_file: args.bearer_token_file.clone(),
+        expect_status: args.expect_status.clone(),
+        ..AdhocOptions::default()
+    };
+    let mut targets: Vec<Target> = Vec::new();
+    for arg in &args.targets {
+        let named: Vec<Target> = inventory
+            .iter()
+            .flat_map(|inv| inv.targets.iter().filter(|t| &t.name == arg).cloned())
+            .collect();
+        if !named.is_empty() {
+            targets.extend(named);
+            continue;
+        }
+        if let Some(absent) = inventory.iter().flat_map(|inv| inv.absent.iter()).find(|a| &a.name == arg) {
+            eprintln!("{arg}: documented absent, not probed: {}", absent.why);
+            continue;
+        }
+        if !arg.contains("://") {
+            eprintln!(
+                "error: {arg:?} is neither a target name in {} nor a URL (tcp://host:port, tls://host:port, http(s)://…, scrape+http(s)://…, dns://name)",
+                args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the config (none given; use --config)".into())
+            );
+            return ExitCode::from(EXIT_USAGE);
+        }
+        match adhoc::parse(arg, &opts) {
+            Ok(ts) => targets.extend(ts),
+            Err(errors) => {
+                eprintln!("error: {errors}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let resolver_settings = match (args.resolver, &inventory) {
+        (Some(ns), _) => ResolverSettings { nameservers: vec![ns] },
+        (None, Some(inv)) => inv.agent.resolver.clone(),
+        (None, None) => ResolverSettings::default(),
+    };
+    let resolver = match Resolver::new(&resolver_settings) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: building the resolver: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let ctx = ProbeContext { resolver: Arc::new(resolver) };
+    let results = futures_util::future::join_all(targets.iter().map(|t| probe::probe(t, &ctx))).await;
+    if args.json {
+        for (t, r) in targets.iter().zip(&results) {
+            println!("{}", report::json(t, r));
+        }
+    } else {
+        let rows: Vec<_> = targets.iter().zip(&results).collect();
+        print!("{}", report::table(&rows));
+    }
+    if results.iter().all(|r| r.success()) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}

@@ -1,0 +1,295 @@
+//! The exporter: probe results in, Prometheus series out. Knows nothing of sockets.
+//!
+//! Source labels (`source_node`, `source_cluster`, `network`) are the registry's constant labels;
+//! per-target series carry the target's identity. The exporter remembers each target's last
+//! reason so `pathprobe_failure_reason` keeps exactly one series per target, and can forget a
+//! target whole when it leaves the inventory.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::UNIX_EPOCH;
+
+use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+use crate::probe::{Phase, ProbeResult};
+use crate::reason::Reason;
+use crate::target::{AbsentTarget, Target};
+
+/// Per-target label names, in the order [`TargetLabels::values`] gives them.
+const TARGET_LABELS: [&str; 5] = ["target", "target_job", "target_instance", "target_cluster", "kind"];
+
+/// A target's identity as label values.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetLabels([String; 5]);
+
+impl TargetLabels {
+    pub fn of(target: &Target) -> TargetLabels {
+        TargetLabels([
+            target.name.clone(),
+            target.job.clone(),
+            target.instance.clone(),
+            target.cluster.clone(),
+            target.kind.as_str().to_string(),
+        ])
+    }
+
+    pub fn of_absent(target: &AbsentTarget) -> TargetLabels {
+        TargetLabels([
+            target.name.clone(),
+            target.job.clone(),
+            target.instance.clone(),
+            target.cluster.clone(),
+            target.kind.map(|k| k.as_str()).unwrap_or("").to_string(),
+        ])
+    }
+
+    fn values(&self) -> [&str; 5] {
+        [&self.0[0], &self.0[1], &self.0[2], &self.0[3], &self.0[4]]
+    }
+
+    fn with<'a>(&'a self, extra: &'a str) -> [&'a str; 6] {
+        let v = self.values();
+        [v[0], v[1], v[2], v[3], v[4], extra]
+    }
+}
+
+/// Who is probing: the registry's constant labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    pub node: String,
+    pub cluster: String,
+    pub network: String,
+}
+
+/// Every metric of the contract.
+pub struct Exporter {
+    registry: Registry,
+    success: IntGaugeVec,
+    duration: GaugeVec,
+    probe_duration: HistogramVec,
+    probes: IntCounterVec,
+    failures: IntCounterVec,
+    failure_reason: IntGaugeVec,
+    http_status: IntGaugeVec,
+    cert_not_after: GaugeVec,
+    last_probe: GaugeVec,
+    expected: IntGaugeVec,
+    skipped: IntCounterVec,
+    /// Reload outcomes.
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_successful: Gauge,
+    pub scheduler_lag: prometheus::Histogram,
+    pub in_flight: Gauge,
+    last_reason: Mutex<HashMap<TargetLabels, Reason>>,
+}
+
+fn opts(name: &str, help: &str) -> Opts {
+    Opts::new(name, help)
+}
+
+impl Exporter {
+    /// Builds and registers every metric.
+    pub fn new(source: &Source) -> Exporter {
+        let labels = HashMap::from([
+            ("source_node".to_string(), source.node.clone()),
+            ("source_cluster".to_string(), source.cluster.clone()),
+            ("network".to_string(), source.network.clone()),
+        ]);
+        let registry = Registry::new_custom(None, Some(labels)).expect("constant labels are valid");
+        let with = |extra: &'static str| {
+            let mut v: Vec<&str> = TARGET_LABELS.to_vec();
+            v.push(extra);
+            v
+        };
+        let t = &TARGET_LABELS[..];
+        let success = IntGaugeVec::new(opts("pathprobe_success", "1 if the latest probe of the target succeeded, else 0."), t).unwrap();
+        let duration = GaugeVec::new(
+            opts("pathprobe_duration_seconds", "Duration of each phase of the latest probe (0 for a phase that did not run)."),
+            &with("phase"),
+        )
+        .unwrap();
+        let probe_duration = HistogramVec::new(
+            HistogramOpts::new("pathprobe_probe_duration_seconds", "Total duration of every probe.")
+                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            t,
+        )
+        .unwrap();
+        let probes = IntCounterVec::new(opts("pathprobe_probes_total", "Probes run, by result."), &with("result")).unwrap();
+        let failures =
+            IntCounterVec::new(opts("pathprobe_failures_total", "Failed probes, by the first phase that broke."), &with("reason"))
+                .unwrap();
+        let failure_reason = IntGaugeVec::new(
+            opts("pathprobe_failure_reason", "Always 1; the reason label is the latest probe's reason (none on success)."),
+            &with("reason"),
+        )
+        .unwrap();
+        let http_status =
+            IntGaugeVec::new(opts("pathprobe_http_status_code", "HTTP status of the latest probe, 0 if none."), t).unwrap();
+        let cert_not_after = GaugeVec::new(
+            opts("pathprobe_tls_cert_not_after_timestamp_seconds", "Expiry of the peer's leaf certificate, Unix seconds."),
+            t,
+        )
+        .unwrap();
+        let last_probe =
+            GaugeVec::new(opts("pathprobe_last_probe_timestamp_seconds", "When the latest probe finished, Unix seconds."), t)
+                .unwrap();
+        let expected = IntGaugeVec::new(
+            opts("pathprobe_target_expected", "1 if the inventory expects the target to exist, 0 for documented-absent targets."),
+            t,
+        )
+        .unwrap();
+        let skipped = IntCounterVec::new(
+            opts("pathprobe_probes_skipped_total", "Probes not started because the previous probe of the target was still running."),
+            t,
+        )
+        .unwrap();
+        let config_reloads =
+            IntCounterVec::new(opts("pathprobe_config_reloads_total", "Inventory reloads, by result."), &["result"]).unwrap();
+        let config_last_reload_successful = Gauge::with_opts(opts(
+            "pathprobe_config_last_reload_successful",
+            "1 if the latest inventory (re)load succeeded.",
+        ))
+        .unwrap();
+        let scheduler_lag = prometheus::Histogram::with_opts(
+            HistogramOpts::new("pathprobe_scheduler_lag_seconds", "How late probes start against their schedule.")
+                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+        )
+        .unwrap();
+        let in_flight = Gauge::with_opts(opts("pathprobe_probes_in_flight", "Probes running now.")).unwrap();
+        let build_info = IntGaugeVec::new(opts("pathprobe_build_info", "Always 1; the build's version and revision."), &["version", "revision"]).unwrap();
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("PATHPROBE_REVISION").unwrap_or("unknown")])
+            .set(1);
+        for (i, c) in [&probes, &failures, &skipped, &config_reloads].into_iter().enumerate() {
+            let _ = i;
+            registry.register(Box::new(c.clone())).expect("unique metric");
+        }
+        for g in [&success, &failure_reason, &http_status, &expected, &build_info] {
+            registry.register(Box::new(g.clone())).expect("unique metric");
+        }
+        for g in [&duration, &cert_not_after, &last_probe] {
+            registry.register(Box::new(g.clone())).expect("unique metric");
+        }
+        registry.register(Box::new(probe_duration.clone())).expect("unique metric");
+        registry.register(Box::new(config_last_reload_successful.clone())).expect("unique metric");
+        registry.register(Box::new(scheduler_lag.clone())).expect("unique metric");
+        registry.register(Box::new(in_flight.clone())).expect("unique metric");
+        for result in ["success", "failure"] {
+            config_reloads.with_label_values(&[result]);
+        }
+        Exporter {
+            registry,
+            success,
+            duration,
+            probe_duration,
+            probes,
+            failures,
+            failure_reason,
+            http_status,
+            cert_not_after,
+            last_probe,
+            expected,
+            skipped,
+            config_reloads,
+            config_last_reload_successful,
+            scheduler_lag,
+            in_flight,
+            last_reason: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Declares a probed target: `expected 1`, and its counters at 0 so rates work from the start.
+    pub fn add_target(&self, target: &Target) {
+        let l = TargetLabels::of(target);
+        self.expected.with_label_values(&l.values()).set(1);
+        for result in ["success", "failure"] {
+            self.probes.with_label_values(&l.with(result));
+        }
+        self.skipped.with_label_values(&l.values());
+    }
+
+    /// Declares a documented-absent target: only `pathprobe_target_expected 0`.
+    pub fn add_absent(&self, target: &AbsentTarget) {
+        self.expected.with_label_values(&TargetLabels::of_absent(target).values()).set(0);
+    }
+
+    /// Records one probe's outcome.
+    pub fn observe(&self, target: &Target, result: &ProbeResult) {
+        let l = TargetLabels::of(target);
+        let v = l.values();
+        self.success.with_label_values(&v).set(i64::from(result.success()));
+        for phase in Phase::ALL {
+            let d = match phase {
+                Phase::Total => Some(result.total),
+                p => result.trace.phase(p),
+            };
+            self.duration
+                .with_label_values(&l.with(phase.as_str()))
+                .set(d.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        }
+        self.probe_duration.with_label_values(&v).observe(result.total.as_secs_f64());
+        let outcome = if result.success() { "success" } else { "failure" };
+        self.probes.with_label_values(&l.with(outcome)).inc();
+        if !result.success() {
+            self.failures.with_label_values(&l.with(result.reason.as_str())).inc();
+        }
+        self.set_reason(&l, result.reason);
+        self.http_status
+            .with_label_values(&v)
+            .set(i64::from(result.trace.http_status.unwrap_or(0)));
+        if let Some(not_after) = result.trace.tls.as_ref().and_then(|t| t.peer_cert_not_after) {
+            let secs = not_after.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            self.cert_not_after.with_label_values(&v).set(secs);
+        }
+        let finished = result.finished_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        self.last_probe.with_label_values(&v).set(finished);
+    }
+
+    fn set_reason(&self, l: &TargetLabels, reason: Reason) {
+        let mut last = self.last_reason.lock().expect("not poisoned");
+        if let Some(old) = last.insert(l.clone(), reason) {
+            if old != reason {
+                let _ = self.failure_reason.remove_label_values(&l.with(old.as_str()));
+            }
+        }
+        self.failure_reason.with_label_values(&l.with(reason.as_str())).set(1);
+    }
+
+    /// Counts a probe not started because the previous one still ran.
+    pub fn skipped(&self, target: &Target) {
+        self.skipped.with_label_values(&TargetLabels::of(target).values()).inc();
+    }
+
+    /// Removes every series of a target that left the inventory.
+    pub fn forget(&self, labels: &TargetLabels) {
+        let v = labels.values();
+        for g in [&self.success, &self.http_status, &self.expected] {
+            let _ = g.remove_label_values(&v);
+        }
+        for g in [&self.cert_not_after, &self.last_probe] {
+            let _ = g.remove_label_values(&v);
+        }
+        let _ = self.probe_duration.remove_label_values(&v);
+        let _ = self.skipped.remove_label_values(&v);
+        for phase in Phase::ALL {
+            let _ = self.duration.remove_label_values(&labels.with(phase.as_str()));
+        }
+        for result in ["success", "failure"] {
+            let _ = self.probes.remove_label_values(&labels.with(result));
+        }
+        for reason in Reason::ALL {
+            let _ = self.failures.remove_label_values(&labels.with(reason.as_str()));
+            let _ = self.failure_reason.remove_label_values(&labels.with(reason.as_str()));
+        }
+        self.last_reason.lock().expect("not poisoned").remove(labels);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encoding to memory cannot fail");
+        String::from_utf8(buf).expect("the text encoder writes UTF-8")
+    }
+}

@@ -1,0 +1,23 @@
+//! The `dns` probe: resolve a name and check it answers (optionally with an expected address).
+
+use super::{resolve, Deadline, ProbeContext, ProbeError, Trace};
+use crate::target::{Host, Target};
+
+/// Probes a target by resolving its name.
+pub async fn probe(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
+    let addrs = resolve::endpoint_addrs(&ctx.resolver, &target.endpoint, trace, deadline).await?;
+    trace.resolved = addrs.iter().map(|a| a.ip()).collect();
+    let expected = &target.dns.addresses;
+    if expected.is_empty() || trace.resolved.iter().any(|ip| expected.contains(ip)) {
+        return Ok(());
+    }
+    let list = |ips: &mut dyn Iterator<Item = String>| ips.collect::<Vec<_>>().join(", ");
+    Err(ProbeError::DnsUnexpected {
+        host: match &target.endpoint.host {
+            Host::Name(n) => n.clone(),
+            Host::Ip(ip) => ip.to_string(),
+        },
+        got: list(&mut trace.resolved.iter().map(|ip| ip.to_string())),
+        expected: list(&mut expected.iter().map(|ip| ip.to_string())),
+    })
+}

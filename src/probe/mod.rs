@@ -1,0 +1,299 @@
+//! The probe engine: one module per kind behind one signature, `probe(target, ctx) -> ProbeResult`.
+//!
+//! Each kind fills a [`Trace`] phase by phase and returns `Result<(), ProbeError>`; this module
+//! turns the two into a [`ProbeResult`], classifying the error through `reason::classify`.
+//! Every phase runs under the probe's one [`Deadline`], so a probe never outlives its timeout.
+
+pub mod dns;
+pub mod http;
+pub mod resolve;
+pub mod scrape;
+pub mod tcp;
+pub mod tls;
+
+use std::fmt;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use thiserror::Error;
+use tokio::time::Instant;
+
+use crate::reason::{classify, Reason};
+use crate::target::{Kind, Target};
+
+pub use resolve::Resolver;
+
+/// A phase of a probe, as the `phase` label names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    Resolve,
+    Connect,
+    Tls,
+    /// From sending the request to the response headers (first byte).
+    Request,
+    /// Reading the body.
+    Transfer,
+    Total,
+}
+
+impl Phase {
+    /// Every phase, in order, `total` last.
+    pub const ALL: [Phase; 6] = [
+        Phase::Resolve,
+        Phase::Connect,
+        Phase::Tls,
+        Phase::Request,
+        Phase::Transfer,
+        Phase::Total,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Connect => "connect",
+            Phase::Tls => "tls",
+            Phase::Request => "request",
+            Phase::Transfer => "transfer",
+            Phase::Total => "total",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a finished TLS handshake (or one that got as far as the certificate) told us.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// e.g. `TLSv1.3`; empty when the handshake failed before agreeing on one.
+    pub version: String,
+    /// e.g. `TLS13_AES_256_GCM_SHA384`; empty when not agreed.
+    pub cipher: String,
+    pub peer_cert_not_after: Option<SystemTime>,
+    pub peer_cert_subject: Option<String>,
+}
+
+/// Per-phase timings and facts, filled step by step as a probe runs.
+#[derive(Debug, Clone, Default)]
+pub struct Trace {
+    /// Time spent in each phase that ran (summed over redirects), in order of first run.
+    pub phases: Vec<(Phase, Duration)>,
+    /// The address actually connected to (the first of the resolved ones that worked).
+    pub address: Option<SocketAddr>,
+    /// Addresses a `dns` probe got back.
+    pub resolved: Vec<IpAddr>,
+    pub http_status: Option<u16>,
+    pub tls: Option<TlsFacts>,
+    /// Samples in a scrape body.
+    pub samples: Option<u64>,
+    /// Bytes of body read.
+    pub body_bytes: Option<u64>,
+}
+
+impl Trace {
+    /// Adds time to a phase.
+    pub fn add(&mut self, phase: Phase, d: Duration) {
+        match self.phases.iter_mut().find(|(p, _)| *p == phase) {
+            Some((_, t)) => *t += d,
+            None => self.phases.push((phase, d)),
+        }
+    }
+
+    pub fn phase(&self, phase: Phase) -> Option<Duration> {
+        self.phases.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
+    }
+
+    /// Runs one phase under the deadline and records its time, even when it fails.
+    pub async fn timed<T, E, F>(&mut self, phase: Phase, deadline: Deadline, fut: F) -> Result<T, ProbeError>
+    where
+        F: Future<Output = Result<T, E>>,
+        E: Into<ProbeError>,
+    {
+        let start = Instant::now();
+        let out = tokio::time::timeout_at(deadline.at, fut).await;
+        self.add(phase, start.elapsed());
+        match out {
+            Ok(r) => r.map_err(Into::into),
+            Err(_) => Err(ProbeError::Timeout { phase, after: deadline.budget }),
+        }
+    }
+}
+
+/// The instant a probe must be done by, and the budget it was given (for messages).
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline {
+    pub at: Instant,
+    pub budget: Duration,
+}
+
+impl Deadline {
+    pub fn after(budget: Duration) -> Deadline {
+        Deadline { at: Instant::now() + budget, budget }
+    }
+    /// Time left.
+    pub fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+}
+
+/// Why resolving a name failed.
+#[derive(Debug, Error)]
+pub enum ResolveError {
+    /// The name does not exist (NXDOMAIN).
+    #[error("the name does not exist (NXDOMAIN)")]
+    NxDomain,
+    /// No answer from the resolver in time.
+    #[error("no answer from the resolver in time")]
+    Timeout,
+    /// The name exists but has no address records of a usable family.
+    #[error("no address records ({0})")]
+    NoRecords(String),
+    /// Any other failure (SERVFAIL, REFUSED, I/O with the resolver).
+    #[error("{0}")]
+    Other(String),
+}
+
+/// Failures while speaking HTTP on an established connection.
+#[derive(Debug, Error)]
+pub enum HttpError {
+    /// hyper failed to write the request or read/parse the response.
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+    /// The connection failed under hyper's feet.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The body could not be decoded (bad gzip).
+    #[error("decoding the body: {0}")]
+    Decode(String),
+}
+
+/// Everything that can make a probe fail, each carrying its phase and cause.
+#[derive(Debug, Error)]
+pub enum ProbeError {
+    /// A phase ran out of the probe's time budget.
+    #[error("{phase} did not finish within the {after:?} timeout")]
+    Timeout { phase: Phase, after: Duration },
+    /// Resolving the host failed.
+    #[error("resolving {host}: {source}")]
+    Resolve {
+        host: String,
+        #[source]
+        source: ResolveError,
+    },
+    /// A `dns` probe got answers, but not the expected address.
+    #[error("{host} resolved to {got}, expected one of {expected}")]
+    DnsUnexpected { host: String, got: String, expected: String },
+    /// The TCP connect failed.
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed (the rustls error, if any, is inside).
+    #[error("TLS handshake: {source}")]
+    Tls {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The HTTP exchange failed.
+    #[error("HTTP {phase}: {source}")]
+    Http {
+        phase: Phase,
+        #[source]
+        source: HttpError,
+    },
+    /// The response status is not allowed by `expect.status`.
+    #[error("status {status} is not in the expected {expected}")]
+    Status { status: u16, expected: String },
+    /// A redirect could not be followed.
+    #[error("redirect: {0}")]
+    Redirect(String),
+    /// `expect.body_regex` did not match.
+    #[error("body does not match /{regex}/")]
+    BodyMismatch { regex: String },
+    /// The body is over the cap.
+    #[error("body is over the {limit}-byte cap")]
+    BodyTooLarge { limit: usize },
+    /// The scrape body is not valid exposition.
+    #[error("invalid exposition: {0}")]
+    ScrapeInvalid(String),
+}
+
+/// What every probe needs besides its target: the resolver.
+#[derive(Clone)]
+pub struct ProbeContext {
+    pub resolver: Arc<Resolver>,
+}
+
+/// The outcome of one probe.
+#[derive(Debug, Clone)]
+pub struct ProbeResult {
+    pub kind: Kind,
+    pub reason: Reason,
+    pub trace: Trace,
+    pub total: Duration,
+    /// The error chain as text, for people; never carries secrets.
+    pub error: Option<String>,
+    /// When the probe finished.
+    pub finished_at: SystemTime,
+}
+
+impl ProbeResult {
+    pub fn success(&self) -> bool {
+        self.reason == Reason::None
+    }
+}
+
+/// Probes a target once.
+pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
+    let start = Instant::now();
+    let deadline = Deadline::after(target.timeout);
+    let mut trace = Trace::default();
+    let run = async {
+        match target.kind {
+            Kind::Tcp => tcp::probe(target, ctx, &mut trace, deadline).await,
+            Kind::Tls => tls::probe(target, ctx, &mut trace, deadline).await,
+            Kind::Http => http::probe(target, ctx, &mut trace, deadline).await.map(|_| ()),
+            Kind::Scrape => scrape::probe(target, ctx, &mut trace, deadline).await,
+            Kind::Dns => dns::probe(target, ctx, &mut trace, deadline).await,
+        }
+    };
+    // Each phase already runs under the deadline; this outer bound is the backstop.
+    let outcome = match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), run).await {
+        Ok(r) => r,
+        Err(_) => Err(ProbeError::Timeout { phase: Phase::Total, after: target.timeout }),
+    };
+    let (reason, error) = match &outcome {
+        Ok(()) => (Reason::None, None),
+        Err(e) => (classify(e), Some(error_chain(e))),
+    };
+    ProbeResult {
+        kind: target.kind,
+        reason,
+        trace,
+        total: start.elapsed(),
+        error,
+        finished_at: SystemTime::now(),
+    }
+}
+
+/// `outer: inner: innermost`, skipping causes whose text the outer message already holds.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        let s = e.to_string();
+        if !out.contains(&s) {
+            out.push_str(": ");
+            out.push_str(&s);
+        }
+        cur = e.source();
+    }
+    out
+}

@@ -1,0 +1,279 @@
+//! The `tls` probe: tcp, then a rustls handshake that records the peer certificate whatever the
+//! verdict on it (an expired or self-signed certificate is the evidence the operator needs).
+
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use thiserror::Error;
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+use super::{tcp, Deadline, Phase, ProbeContext, ProbeError, TlsFacts, Trace};
+use crate::target::{ClientIdentity, Target, TlsSettings};
+
+/// Why TLS settings could not be built from the config.
+#[derive(Debug, Error)]
+pub enum TlsConfigError {
+    /// `server_name` is not a DNS name or IP address.
+    #[error("{0:?} is not a valid DNS name or IP address")]
+    BadServerName(String),
+    /// The CA file holds no usable certificate.
+    #[error("no PEM certificate could be used from it ({0})")]
+    BadCa(String),
+    /// The client certificate or key is unusable.
+    #[error("{0}")]
+    BadIdentity(String),
+    /// No trust roots could be built.
+    #[error("building the verifier: {0}")]
+    Verifier(String),
+}
+
+/// The crypto provider every TLS config here uses.
+pub fn provider() -> Arc<CryptoProvider> {
+    static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+}
+
+/// The system's trust roots, loaded once per process.
+fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut store = RootCertStore::empty();
+            let loaded = rustls_native_certs::load_native_certs();
+            for err in &loaded.errors {
+                tracing::warn!(error = %err, "loading a system trust root");
+            }
+            let (added, ignored) = store.add_parsable_certificates(loaded.certs);
+            tracing::debug!(added, ignored, "system trust roots loaded");
+            Arc::new(store)
+        })
+        .clone()
+}
+
+/// Parses PEM certificates.
+pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Result<Vec<_>, _> = rustls_pemfile::certs(&mut &pem[..]).collect();
+    let certs = certs.map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no BEGIN CERTIFICATE block found".into());
+    }
+    Ok(certs)
+}
+
+/// Parses a client identity from PEM certificate chain and key.
+pub fn parse_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientIdentity, TlsConfigError> {
+    let chain = parse_pem_certs(cert_pem).map_err(|e| TlsConfigError::BadIdentity(format!("cert_file: {e}")))?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|e| TlsConfigError::BadIdentity(format!("key_file: {e}")))?
+        .ok_or_else(|| TlsConfigError::BadIdentity("key_file: no PRIVATE KEY block found".into()))?;
+    Ok(ClientIdentity { chain, key })
+}
+
+/// Builds checked TLS settings: the verifier over `ca_pem` (or the system roots), or none at all
+/// when `insecure_skip_verify`.
+pub fn settings(
+    server_name: &str,
+    ca_pem: Option<&[u8]>,
+    insecure_skip_verify: bool,
+    identity: Option<ClientIdentity>,
+) -> Result<TlsSettings, TlsConfigError> {
+    let bare = server_name.trim_start_matches('[').trim_end_matches(']');
+    let server_name = ServerName::try_from(bare.to_string())
+        .map_err(|_| TlsConfigError::BadServerName(server_name.to_string()))?;
+    let verifier: Arc<dyn ServerCertVerifier> = if insecure_skip_verify {
+        Arc::new(AcceptAnyCert)
+    } else {
+        let roots = match ca_pem {
+            Some(pem) => {
+                let mut store = RootCertStore::empty();
+                let certs = parse_pem_certs(pem).map_err(TlsConfigError::BadCa)?;
+                let (added, _) = store.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(TlsConfigError::BadCa("none of its certificates is a usable CA".into()));
+                }
+                Arc::new(store)
+            }
+            None => system_roots(),
+        };
+        WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| TlsConfigError::Verifier(e.to_string()))?
+    };
+    Ok(TlsSettings {
+        server_name,
+        verifier,
+        insecure_skip_verify,
+        client_identity: identity.map(Arc::new),
+    })
+}
+
+/// Probes a target with tcp + a TLS handshake.
+pub async fn probe(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
+    let settings = target.tls.as_ref().expect("validation gives every tls target its settings");
+    let tcp = tcp::connect(ctx, &target.endpoint, trace, deadline).await?;
+    handshake(tcp, settings, trace, deadline).await.map(drop)
+}
+
+/// Runs the handshake on a connected stream, recording the `tls` phase and the TLS facts.
+pub async fn handshake(
+    tcp: TcpStream,
+    settings: &TlsSettings,
+    trace: &mut Trace,
+    deadline: Deadline,
+) -> Result<TlsStream<TcpStream>, ProbeError> {
+    handshake_alpn(tcp, settings, trace, deadline, &[]).await
+}
+
+/// As [`handshake`], offering ALPN protocols (HTTP asks for `http/1.1`).
+pub async fn handshake_alpn(
+    tcp: TcpStream,
+    settings: &TlsSettings,
+    trace: &mut Trace,
+    deadline: Deadline,
+    alpn: &[&[u8]],
+) -> Result<TlsStream<TcpStream>, ProbeError> {
+    let seen = Arc::new(Mutex::new(None));
+    let verifier = Arc::new(Recording { inner: settings.verifier.clone(), seen: seen.clone() });
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the ring provider supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match &settings.client_identity {
+        Some(id) => builder
+            .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
+            .map_err(|e| ProbeError::Tls { source: std::io::Error::other(e) })?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = TlsConnector::from(Arc::new(config));
+    let result = trace
+        .timed(Phase::Tls, deadline, async {
+            connector
+                .connect(settings.server_name.clone(), tcp)
+                .await
+                .map_err(|source| ProbeError::Tls { source })
+        })
+        .await;
+    let mut facts = TlsFacts::default();
+    if let Some(der) = seen.lock().expect("not poisoned").take() {
+        describe_certificate(&der, &mut facts);
+    }
+    if let Ok(stream) = &result {
+        let (_, conn) = stream.get_ref();
+        facts.version = conn.protocol_version().map(version_name).unwrap_or_default();
+        facts.cipher = conn
+            .negotiated_cipher_suite()
+            .map(|s| format!("{:?}", s.suite()))
+            .unwrap_or_default();
+    }
+    if facts != TlsFacts::default() {
+        trace.tls = Some(facts);
+    }
+    result
+}
+
+fn version_name(v: rustls::ProtocolVersion) -> String {
+    match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Fills expiry and subject from the leaf certificate.
+fn describe_certificate(der: &[u8], facts: &mut TlsFacts) {
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => {
+            let ts = cert.validity().not_after.timestamp();
+            facts.peer_cert_not_after = u64::try_from(ts)
+                .ok()
+                .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
+            facts.peer_cert_subject = Some(cert.subject().to_string());
+        }
+        Err(e) => tracing::debug!(error = %e, "peer certificate could not be parsed"),
+    }
+}
+
+/// Delegates every decision to the configured verifier, but keeps the leaf certificate first.
+#[derive(Debug)]
+struct Recording {
+    inner: Arc<dyn ServerCertVerifier>,
+    seen: Arc<Mutex<Option<CertificateDer<'static>>>>,
+}
+
+impl ServerCertVerifier for Recording {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        *self.seen.lock().expect("not poisoned") = Some(end_entity.clone().into_owned());
+        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `insecure_skip_verify`: any certificate is accepted, but the handshake signatures are still
+/// checked so the session is at least with the holder of the certificate's key.
+#[derive(Debug)]
+struct AcceptAnyCert;
+
+impl ServerCertVerifier for AcceptAnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &provider().signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        provider().signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -1,0 +1,158 @@
+//! How a probe result reads: the contract's JSON line, and a table plus verdict for people.
+
+use std::fmt::Write as _;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Map, Value};
+
+use crate::probe::{Phase, ProbeResult};
+use crate::reason::Reason;
+use crate::target::Target;
+
+/// The `check --json` object for one probe.
+pub fn json(target: &Target, result: &ProbeResult) -> Value {
+    let mut phases = Map::new();
+    for (phase, d) in &result.trace.phases {
+        phases.insert(phase.as_str().to_string(), json!(d.as_secs_f64()));
+    }
+    let tls = result.trace.tls.as_ref().map(|t| {
+        json!({
+            "version": t.version,
+            "cipher": t.cipher,
+            "peer_cert_not_after": t.peer_cert_not_after.map(rfc3339),
+            "peer_cert_subject": t.peer_cert_subject,
+        })
+    });
+    json!({
+        "target": target.name,
+        "instance": target.instance,
+        "kind": result.kind.as_str(),
+        "success": result.success(),
+        "reason": result.reason.as_str(),
+        "duration_seconds": result.total.as_secs_f64(),
+        "phases": phases,
+        "address": result.trace.address.map(|a| a.to_string()),
+        "http_status": result.trace.http_status,
+        "tls": tls,
+        "samples": result.trace.samples,
+        "resolved": result.trace.resolved.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        "error": result.error,
+    })
+}
+
+/// RFC 3339 in UTC, seconds precision.
+pub fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A duration the way people read one: `412µs`, `3.1ms`, `1.20s`.
+pub fn short(d: Duration) -> String {
+    let us = d.as_micros();
+    if us < 1000 {
+        format!("{us}µs")
+    } else if us < 1_000_000 {
+        format!("{:.1}ms", us as f64 / 1000.0)
+    } else {
+        format!("{:.2}s", d.as_secs_f64())
+    }
+}
+
+/// One line that says what happened and what it usually means.
+pub fn verdict(target: &Target, result: &ProbeResult) -> String {
+    let host = &target.instance;
+    let addr = addr_or(result, host);
+    let t = humantime::format_duration(target.timeout);
+    let status = result.trace.http_status.unwrap_or(0);
+    let detail = result.error.as_deref().unwrap_or("");
+    let headline = match result.reason {
+        Reason::None => return success_line(result),
+        Reason::DnsNxdomain | Reason::DnsError => format!("lookup of {host} failed"),
+        Reason::DnsTimeout => format!("lookup of {host} timed out after {t}"),
+        Reason::ConnectRefused => format!("connection to {addr} refused"),
+        Reason::ConnectTimeout => format!("connection to {addr} timed out after {t}"),
+        Reason::Unreachable => format!("{addr} unreachable"),
+        Reason::TlsHandshake => format!("TLS handshake with {addr} failed"),
+        Reason::TlsUntrusted => format!("certificate of {addr} not trusted"),
+        Reason::TlsExpired => match cert_not_after(result) {
+            Some(when) if when < SystemTime::now() => format!("certificate of {addr} expired on {}", rfc3339(when)),
+            _ => format!("certificate of {addr} not yet valid"),
+        },
+        Reason::TlsHostname => format!("certificate of {addr} does not cover the name asked for"),
+        Reason::TlsTimeout => format!("TLS handshake with {addr} did not finish within {t}"),
+        Reason::ConnectionReset => format!("connection to {addr} reset or closed mid-exchange"),
+        Reason::HttpTimeout => format!("no complete response from {addr} within {t}"),
+        Reason::HttpProtocol => format!("the answer from {addr} is not HTTP"),
+        Reason::HttpAuth | Reason::HttpServerError => format!("HTTP {status}"),
+        Reason::HttpStatus | Reason::BodyMismatch | Reason::BodyTooLarge | Reason::ScrapeInvalid => detail.to_string(),
+    };
+    format!("{headline}: {}", result.reason.meaning())
+}
+
+fn cert_not_after(result: &ProbeResult) -> Option<SystemTime> {
+    result.trace.tls.as_ref().and_then(|t| t.peer_cert_not_after)
+}
+
+fn addr_or(result: &ProbeResult, fallback: &str) -> String {
+    result.trace.address.map(|a| a.to_string()).unwrap_or_else(|| fallback.to_string())
+}
+
+fn success_line(result: &ProbeResult) -> String {
+    let mut out = format!("OK in {}", short(result.total));
+    if let Some(status) = result.trace.http_status {
+        let _ = write!(out, ", HTTP {status}");
+    }
+    if let Some(samples) = result.trace.samples {
+        let _ = write!(out, ", {samples} samples");
+    }
+    if let Some(not_after) = result.trace.tls.as_ref().and_then(|t| t.peer_cert_not_after) {
+        match not_after.duration_since(SystemTime::now()) {
+            Ok(left) => {
+                let _ = write!(out, ", certificate valid {} more days", left.as_secs() / 86_400);
+            }
+            Err(_) => out.push_str(", certificate EXPIRED (verification skipped)"),
+        }
+    }
+    if !result.trace.resolved.is_empty() {
+        let ips: Vec<_> = result.trace.resolved.iter().map(|ip| ip.to_string()).collect();
+        let _ = write!(out, ", resolved to {}", ips.join(" "));
+    }
+    out
+}
+
+/// The people's table: one row per probe, then one verdict line per probe.
+pub fn table(rows: &[(&Target, &ProbeResult)]) -> String {
+    const PHASES: [Phase; 6] = Phase::ALL;
+    let mut header = vec!["TARGET".to_string(), "KIND".into(), "ADDRESS".into()];
+    header.extend(PHASES.iter().map(|p| p.as_str().to_uppercase()));
+    header.extend(["STATUS".to_string(), "REASON".into()]);
+    let mut cells: Vec<Vec<String>> = vec![header];
+    for (target, result) in rows {
+        let mut row = vec![
+            target.name.clone(),
+            result.kind.as_str().to_string(),
+            result.trace.address.map(|a| a.to_string()).unwrap_or_else(|| target.instance.clone()),
+        ];
+        for phase in PHASES {
+            let d = if phase == Phase::Total { Some(result.total) } else { result.trace.phase(phase) };
+            row.push(d.map(short).unwrap_or_else(|| "-".into()));
+        }
+        row.push(result.trace.http_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()));
+        row.push(result.reason.as_str().to_string());
+        cells.push(row);
+    }
+    let widths: Vec<usize> = (0..cells[0].len())
+        .map(|c| cells.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &cells {
+        let line: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    for (target, result) in rows {
+        let mark = if result.success() { "ok  " } else { "FAIL" };
+        let _ = writeln!(out, "{mark} {} ({}): {}", target.name, target.instance, verdict(target, result));
+    }
+    out
+}

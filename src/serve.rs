@@ -1,0 +1,87 @@
+//! The agent's and the demo's own HTTP endpoint: a small hyper server over a routing trait.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use thiserror::Error;
+use tokio::net::TcpListener;
+
+/// Answers a GET by path.
+pub trait Routes: Send + Sync + 'static {
+    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>>;
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, Error)]
+pub enum ListenError {
+    /// Another process holds the address.
+    #[error("cannot listen on {addr}: address already in use; stop the other process or choose another address with --listen")]
+    InUse { addr: SocketAddr },
+    /// Any other bind failure.
+    #[error("cannot listen on {addr}: {source}")]
+    Other {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Binds the listening socket, with an error that says what to do.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
+    TcpListener::bind(addr).await.map_err(|source| match source.kind() {
+        std::io::ErrorKind::AddrInUse => ListenError::InUse { addr },
+        _ => ListenError::Other { addr, source },
+    })
+}
+
+/// Serves until `shutdown` completes.
+pub async fn serve(listener: TcpListener, routes: Arc<dyn Routes>, shutdown: impl Future<Output = ()>) {
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => return,
+            a = listener.accept() => a,
+        };
+        let Ok((stream, _)) = accepted else { continue };
+        let routes = routes.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let routes = routes.clone();
+                async move {
+                    let resp = if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
+                        routes.respond(req.uri().path(), req.headers())
+                    } else {
+                        text(405, "only GET and HEAD\n")
+                    };
+                    Ok::<_, Infallible>(resp)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// A plain-text response.
+pub fn text(status: u16, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+    with_type(status, "text/plain; charset=utf-8", body)
+}
+
+/// A response with a content type.
+pub fn with_type(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+    http::Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(Full::new(body.into()))
+        .expect("static parts are valid")
+}
+
+/// The Prometheus text exposition content type.
+pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -1,0 +1,282 @@
+//! The checked inventory: what every probe, the scheduler and the exporter take.
+//!
+//! Built only by `config::validate` (from YAML) or `adhoc::parse` (from the `check` command line),
+//! so everything downstream can trust it: durations are positive, files were readable, secrets
+//! are loaded and never printed.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use regex::Regex;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// The probe kinds of the contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    Tcp,
+    Tls,
+    Http,
+    Scrape,
+    Dns,
+}
+
+impl Kind {
+    /// The `kind` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Tcp => "tcp",
+            Kind::Tls => "tls",
+            Kind::Http => "http",
+            Kind::Scrape => "scrape",
+            Kind::Dns => "dns",
+        }
+    }
+
+    /// Parses the config/label spelling.
+    pub fn parse(s: &str) -> Option<Kind> {
+        Some(match s {
+            "tcp" => Kind::Tcp,
+            "tls" => Kind::Tls,
+            "http" => Kind::Http,
+            "scrape" => Kind::Scrape,
+            "dns" => Kind::Dns,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where a probe dials: a name to resolve or a literal address, and a port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub host: Host,
+    pub port: u16,
+}
+
+/// A host as written in the inventory.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]"),
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+impl Host {
+    /// Parses a host as it appears in a URL or `host:port` (brackets allowed around IPv6).
+    pub fn parse(s: &str) -> Host {
+        let bare = s.trim_start_matches('[').trim_end_matches(']');
+        match bare.parse::<IpAddr>() {
+            Ok(ip) => Host::Ip(ip),
+            Err(_) => Host::Name(s.to_ascii_lowercase()),
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    /// `host:port`, the form Prometheus shows as `instance`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.host, self.port)
+    }
+}
+
+/// A secret read from a file at load time. Its `Debug` never shows the value.
+#[derive(Clone)]
+pub struct Secret(Arc<str>);
+
+impl Secret {
+    pub fn new(value: impl Into<Arc<str>>) -> Secret {
+        Secret(value.into())
+    }
+    /// The value, for the one place that puts it on the wire.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl PartialEq for Secret {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
+
+/// Credentials sent with an HTTP request.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Auth {
+    Basic { username: String, password: Secret },
+    Bearer { token: Secret },
+}
+
+/// Inclusive status ranges a response may have to count as success.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusRanges(pub Vec<(u16, u16)>);
+
+impl StatusRanges {
+    /// The contract's default: any 2xx.
+    pub fn default_2xx() -> StatusRanges {
+        StatusRanges(vec![(200, 299)])
+    }
+    pub fn allows(&self, status: u16) -> bool {
+        self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
+}
+
+impl fmt::Display for StatusRanges {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, (lo, hi)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if lo == hi {
+                write!(f, "{lo}")?;
+            } else {
+                write!(f, "{lo}-{hi}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// TLS settings, with the verifier and client identity already loaded.
+#[derive(Clone)]
+pub struct TlsSettings {
+    /// The name sent as SNI and checked against the certificate.
+    pub server_name: ServerName<'static>,
+    /// Verifies the peer; the TLS probe wraps it to record the certificate whatever it says.
+    pub verifier: Arc<dyn ServerCertVerifier>,
+    /// True when verification is skipped (`insecure_skip_verify`).
+    pub insecure_skip_verify: bool,
+    /// Client certificate chain and key for mTLS.
+    pub client_identity: Option<Arc<ClientIdentity>>,
+}
+
+/// A client certificate chain and its key.
+pub struct ClientIdentity {
+    pub chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl fmt::Debug for TlsSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsSettings")
+            .field("server_name", &self.server_name)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("client_identity", &self.client_identity.is_some())
+            .finish()
+    }
+}
+
+/// The HTTP request to make and what its answer must look like.
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    /// The URL without userinfo (validation refuses URLs with credentials).
+    pub url: url::Url,
+    pub method: http::Method,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub auth: Option<Auth>,
+    pub expect_status: StatusRanges,
+    pub body_regex: Option<Regex>,
+    /// Bytes of body read at most; more is `body_too_large`.
+    pub body_limit: usize,
+    /// Redirects followed at most (0: not followed; a 3xx is then judged by `expect_status`).
+    pub max_redirects: u8,
+}
+
+/// What a `dns` probe must find.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsExpect {
+    /// If not empty, at least one of these must be among the answers.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// One target to probe: identity (the labels) plus everything the probe needs.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `target` label: the inventory name, or the ad-hoc target as typed.
+    pub name: String,
+    /// `target_job` label.
+    pub job: String,
+    /// `target_cluster` label.
+    pub cluster: String,
+    /// `target_instance` label: `host:port` as Prometheus shows `instance`.
+    pub instance: String,
+    pub kind: Kind,
+    pub endpoint: Endpoint,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub tls: Option<TlsSettings>,
+    pub http: Option<HttpSpec>,
+    pub dns: DnsExpect,
+}
+
+/// A target the inventory lists as known-absent: exported as `pathprobe_target_expected 0`, never probed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AbsentTarget {
+    pub name: String,
+    pub job: String,
+    pub cluster: String,
+    pub instance: String,
+    pub kind: Option<Kind>,
+    pub why: String,
+}
+
+/// Which network namespace the agent probes from (`network` label).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Network {
+    Host,
+    Pod,
+}
+
+impl Network {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Network::Host => "host",
+            Network::Pod => "pod",
+        }
+    }
+}
+
+/// How names are resolved: the system's resolv.conf, or nameservers named in the config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolverSettings {
+    /// Empty: use the system configuration.
+    pub nameservers: Vec<std::net::SocketAddr>,
+}
+
+/// The agent's own identity and settings.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub source_cluster: String,
+    pub network: Network,
+    pub resolver: ResolverSettings,
+}
+
+/// A validated inventory.
+#[derive(Debug, Clone)]
+pub struct Inventory {
+    pub agent: AgentSettings,
+    pub targets: Vec<Target>,
+    pub absent: Vec<AbsentTarget>,
+}

@@ -1,0 +1,362 @@
+//! Loopback targets that fail in one specific way each: the demo's tour and the tests' fixtures.
+//!
+//! Every server binds `127.0.0.1:0` (or `[::1]:0`) and runs until its [`Server`] is dropped.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// A running loopback server; stops when dropped.
+pub struct Server {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A canned HTTP answer.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn new(status: u16, body: impl Into<Bytes>) -> Reply {
+        Reply { status, headers: Vec::new(), body: body.into() }
+    }
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
+        self.headers.push((name, value.into()));
+        self
+    }
+}
+
+/// What a request looked like, for handlers that answer by it.
+pub struct Seen<'a> {
+    pub path: &'a str,
+    pub headers: &'a http::HeaderMap,
+}
+
+type Handler = Arc<dyn Fn(&Seen<'_>) -> Reply + Send + Sync>;
+
+/// A certificate and its key, as PEM and as rustls types.
+pub struct Issued {
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub chain: Vec<CertificateDer<'static>>,
+    key_der: Vec<u8>,
+}
+
+impl Issued {
+    pub fn key(&self) -> PrivateKeyDer<'static> {
+        PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
+    }
+}
+
+/// A throwaway CA that issues the certificates of one demo or test run.
+pub struct TestCa {
+    params: CertificateParams,
+    key: KeyPair,
+    pub cert_pem: String,
+}
+
+impl TestCa {
+    pub fn new() -> TestCa {
+        let key = KeyPair::generate().expect("key generation");
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("empty SANs are valid");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, "pathprobe test CA");
+        let cert = params.clone().self_signed(&key).expect("self-signing");
+        TestCa { params, key, cert_pem: cert.pem() }
+    }
+
+    /// A leaf for `names` (DNS names or IPs), valid from `not_before` to `not_after`.
+    pub fn issue(&self, names: &[&str], not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> Issued {
+        let key = KeyPair::generate().expect("key generation");
+        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .expect("valid SANs");
+        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let ca = self.params.clone().self_signed(&self.key).expect("self-signing");
+        let cert = params.signed_by(&key, &ca, &self.key).expect("signing");
+        issued(cert, key)
+    }
+
+    /// A leaf valid now for a year.
+    pub fn issue_valid(&self, names: &[&str]) -> Issued {
+        let now = time::OffsetDateTime::now_utc();
+        self.issue(names, now - time::Duration::days(1), now + time::Duration::days(365))
+    }
+}
+
+impl Default for TestCa {
+    fn default() -> Self {
+        TestCa::new()
+    }
+}
+
+/// A self-signed leaf, trusted by nobody.
+pub fn self_signed(names: &[&str]) -> Issued {
+    let key = KeyPair::generate().expect("key generation");
+    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+    params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
+    let cert = params.self_signed(&key).expect("self-signing");
+    issued(cert, key)
+}
+
+fn issued(cert: rcgen::Certificate, key: KeyPair) -> Issued {
+    Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        chain: vec![cert.der().clone()],
+        key_der: key.serialize_der(),
+    }
+}
+
+async fn bind(addr: &str) -> TcpListener {
+    TcpListener::bind(addr).await.expect("binding a loopback port")
+}
+
+fn spawn_accept<F, Fut>(listener: TcpListener, on_conn: F) -> Server
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let addr = listener.local_addr().expect("bound");
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(on_conn(stream));
+        }
+    });
+    Server { addr, task }
+}
+
+fn to_response(reply: Reply) -> http::Response<Full<Bytes>> {
+    let mut builder = http::Response::builder().status(reply.status);
+    for (name, value) in reply.headers {
+        builder = builder.header(name, value);
+    }
+    builder.body(Full::new(reply.body)).expect("valid canned reply")
+}
+
+async fn serve_http<S>(io: S, handler: Handler)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let handler = handler.clone();
+        async move {
+            let seen = Seen { path: req.uri().path(), headers: req.headers() };
+            Ok::<_, Infallible>(to_response(handler(&seen)))
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// An HTTP server answering every request through `handler`, on `bind_addr` (e.g. `127.0.0.1:0`).
+pub async fn http_on(bind_addr: &str, handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) -> Server {
+    let handler: Handler = Arc::new(handler);
+    spawn_accept(bind(bind_addr).await, move |stream| serve_http(stream, handler.clone()))
+}
+
+/// An HTTP server on `127.0.0.1:0`.
+pub async fn http(handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) -> Server {
+    http_on("127.0.0.1:0", handler).await
+}
+
+/// An HTTPS server presenting `cert`.
+pub async fn https(cert: &Issued, handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) -> Server {
+    let handler: Handler = Arc::new(handler);
+    let acceptor = tls_acceptor(cert);
+    spawn_accept(bind("127.0.0.1:0").await, move |stream| {
+        let acceptor = acceptor.clone();
+        let handler = handler.clone();
+        async move {
+            if let Ok(tls) = acceptor.accept(stream).await {
+                serve_http(tls, handler).await;
+            }
+        }
+    })
+}
+
+/// A TLS acceptor presenting `cert`.
+pub fn tls_acceptor(cert: &Issued) -> TlsAcceptor {
+    let config = rustls::ServerConfig::builder_with_provider(crate::probe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .expect("default versions")
+        .with_no_client_auth()
+        .with_single_cert(cert.chain.clone(), cert.key())
+        .expect("a matching certificate and key");
+    TlsAcceptor::from(Arc::new(config))
+}
+
+/// Accepts and then never answers: reads forever, holding the connection open.
+pub async fn hanging() -> Server {
+    spawn_accept(bind("127.0.0.1:0").await, |mut stream| async move {
+        let mut buf = [0u8; 1024];
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+        std::future::pending::<()>().await;
+    })
+}
+
+/// Accepts, reads the request, then resets the connection (RST, via SO_LINGER 0).
+pub async fn resetting() -> Server {
+    spawn_accept(bind("127.0.0.1:0").await, |mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.set_zero_linger();
+        drop(stream);
+    })
+}
+
+/// Answers whatever is sent with `bytes` and closes: a non-HTTP service on the port.
+pub async fn speaking(bytes: &'static [u8]) -> Server {
+    spawn_accept(bind("127.0.0.1:0").await, move |mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        let _ = stream.write_all(bytes).await;
+        let _ = stream.shutdown().await;
+    })
+}
+
+/// Sends a valid response head, then drips the body one byte per `every`, forever.
+pub async fn dripping(every: std::time::Duration) -> Server {
+    spawn_accept(bind("127.0.0.1:0").await, move |mut stream| async move {
+        let mut buf = [0u8; 1024];
+        let _ = stream.read(&mut buf).await;
+        let head = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+        if stream.write_all(head).await.is_err() {
+            return;
+        }
+        loop {
+            if stream.write_all(b"1\r\nx\r\n").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(every).await;
+        }
+    })
+}
+
+/// A port on which nothing listens (bound, then released).
+pub async fn refused_port() -> SocketAddr {
+    let listener = bind("127.0.0.1:0").await;
+    listener.local_addr().expect("bound")
+}
+
+/// How the test DNS server answers a name.
+#[derive(Debug, Clone)]
+pub enum DnsAnswer {
+    /// These addresses (A for IPv4, AAAA for IPv6; an empty answer for the other family).
+    Addresses(Vec<std::net::IpAddr>),
+    /// NXDOMAIN.
+    NxDomain,
+    /// SERVFAIL.
+    ServFail,
+    /// No answer at all.
+    Silent,
+}
+
+/// A tiny authoritative DNS server over UDP for tests and the demo; unknown names are NXDOMAIN.
+pub async fn dns(zone: Vec<(&'static str, DnsAnswer)>) -> Server {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("binding a loopback UDP port");
+    let addr = socket.local_addr().expect("bound");
+    let task = tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
+            if let Some(reply) = dns_reply(&buf[..n], &zone) {
+                let _ = socket.send_to(&reply, peer).await;
+            }
+        }
+    });
+    Server { addr, task }
+}
+
+/// Builds the reply to one query, or `None` to stay silent.
+fn dns_reply(query: &[u8], zone: &[(&'static str, DnsAnswer)]) -> Option<Vec<u8>> {
+    if query.len() < 12 {
+        return None;
+    }
+    // Question: labels up to the root, then QTYPE and QCLASS.
+    let mut pos = 12;
+    let mut labels = Vec::new();
+    loop {
+        let len = *query.get(pos)? as usize;
+        pos += 1;
+        if len == 0 {
+            break;
+        }
+        labels.push(String::from_utf8_lossy(query.get(pos..pos + len)?).to_ascii_lowercase());
+        pos += len;
+    }
+    let qtype = u16::from_be_bytes([*query.get(pos)?, *query.get(pos + 1)?]);
+    let question_end = pos + 4;
+    let question = query.get(12..question_end)?;
+    let name = labels.join(".");
+    let answer = zone
+        .iter()
+        .find(|(n, _)| n.trim_end_matches('.').eq_ignore_ascii_case(&name))
+        .map(|(_, a)| a.clone())
+        .unwrap_or(DnsAnswer::NxDomain);
+    let (rcode, records): (u8, Vec<Vec<u8>>) = match answer {
+        DnsAnswer::Silent => return None,
+        DnsAnswer::NxDomain => (3, vec![]),
+        DnsAnswer::ServFail => (2, vec![]),
+        DnsAnswer::Addresses(ips) => (
+            0,
+            ips.iter()
+                .filter_map(|ip| match (ip, qtype) {
+                    (std::net::IpAddr::V4(v4), 1) => Some((1u16, v4.octets().to_vec())),
+                    (std::net::IpAddr::V6(v6), 28) => Some((28u16, v6.octets().to_vec())),
+                    _ => None,
+                })
+                .map(|(rtype, rdata)| {
+                    let mut rr = vec![0xC0, 0x0C];
+                    rr.extend_from_slice(&rtype.to_be_bytes());
+                    rr.extend_from_slice(&1u16.to_be_bytes());
+                    rr.extend_from_slice(&60u32.to_be_bytes());
+                    rr.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                    rr.extend_from_slice(&rdata);
+                    rr
+                })
+                .collect(),
+        ),
+    };
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(&query[0..2]);
+    let rd = query[2] & 0x01;
+    out.push(0x84 | rd); // QR, AA, RD as asked
+    out.push(0x80 | rcode); // RA, rcode
+    out.extend_from_slice(&1u16.to_be_bytes());
+    out.extend_from_slice(&(records.len() as u16).to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(&0u16.to_be_bytes());
+    out.extend_from_slice(question);
+    for rr in records {
+        out.extend_from_slice(&rr);
+    }
+    Some(out)
+}
