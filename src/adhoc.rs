@@ -115,10 +115,7 @@ pub fn parse(arg: &str, opts: &AdhocOptions) -> Result<Vec<Target>, ConfigErrors
         raw.bearer_token_file = opts.bearer_token_file.as_deref().map(path_text);
         if opts.expect_status.is_some() || opts.body_regex.is_some() {
             raw.expect = Some(RawExpect {
-                status: opts
-                    .expect_status
-                    .as_deref()
-                    .map(|s| OneOrMany(vec![Scalar::from(s)])),
+                status: opts.expect_status.as_deref().map(|s| OneOrMany(vec![Scalar::from(s)])),
                 body_regex: opts.body_regex.clone(),
                 addresses: None,
             });

@@ -47,11 +47,18 @@ pub async fn start() -> anyhow::Result<Fleet> {
     })
     .await;
     let proxy_503 = testbed::http(|_: &testbed::Seen<'_>| {
-        Reply::new(503, "Error trying to reach service: 'dial tcp 10.244.2.17:8082: i/o timeout'\n")
+        Reply::new(
+            503,
+            "Error trying to reach service: 'dial tcp 10.244.2.17:8082: i/o timeout'\n",
+        )
     })
     .await;
     let self_signed = testbed::https(&testbed::self_signed(&["127.0.0.1"]), ok("ok\n")).await;
-    let expired_cert = ca.issue(&["127.0.0.1"], now - time::Duration::days(400), now - time::Duration::days(35));
+    let expired_cert = ca.issue(
+        &["127.0.0.1"],
+        now - time::Duration::days(400),
+        now - time::Duration::days(35),
+    );
     let expired = testbed::https(&expired_cert, ok("ok\n")).await;
     let wrong_name = testbed::https(&ca.issue_valid(&["grafana.example.internal"]), ok("ok\n")).await;
     let hanging = testbed::hanging().await;
@@ -83,11 +90,27 @@ pub async fn start() -> anyhow::Result<Fleet> {
         dns: dns.addr,
     });
     std::fs::write(dir.path().join("inventory.yaml"), &yaml)?;
-    let inventory = config::parse(&yaml, dir.path()).map_err(|e| anyhow::anyhow!("the demo inventory is invalid:\n{e}"))?;
+    let inventory =
+        config::parse(&yaml, dir.path()).map_err(|e| anyhow::anyhow!("the demo inventory is invalid:\n{e}"))?;
     let servers = vec![
-        healthy, exporter, broken_exporter, auth, proxy_503, self_signed, expired, wrong_name, hanging, resetting, not_http, dns,
+        healthy,
+        exporter,
+        broken_exporter,
+        auth,
+        proxy_503,
+        self_signed,
+        expired,
+        wrong_name,
+        hanging,
+        resetting,
+        not_http,
+        dns,
     ];
-    Ok(Fleet { _servers: servers, _dir: dir, inventory })
+    Ok(Fleet {
+        _servers: servers,
+        _dir: dir,
+        inventory,
+    })
 }
 
 struct Addrs {
@@ -167,7 +190,11 @@ pub fn render(inventory: &Inventory, results: &[ProbeResult]) -> String {
     let rows: Vec<(&Target, &ProbeResult)> = inventory.targets.iter().zip(results).collect();
     let mut out = report::table(&rows);
     for absent in &inventory.absent {
-        let _ = writeln!(out, "--   {} (expected absent, not probed): {}", absent.name, absent.why);
+        let _ = writeln!(
+            out,
+            "--   {} (expected absent, not probed): {}",
+            absent.name, absent.why
+        );
     }
     out
 }
@@ -194,8 +221,11 @@ impl serve::Routes for DemoRoutes {
 pub async fn run(once: bool, listen: SocketAddr, node: String) -> anyhow::Result<()> {
     let fleet = start().await?;
     let inventory = &fleet.inventory;
-    let resolver = Resolver::new(&inventory.agent.resolver).map_err(|e| anyhow::anyhow!("building the resolver: {e}"))?;
-    let ctx = ProbeContext { resolver: Arc::new(resolver) };
+    let resolver =
+        Resolver::new(&inventory.agent.resolver).map_err(|e| anyhow::anyhow!("building the resolver: {e}"))?;
+    let ctx = ProbeContext {
+        resolver: Arc::new(resolver),
+    };
     let exporter = Arc::new(Exporter::new(&Source {
         node,
         cluster: inventory.agent.source_cluster.clone(),
@@ -217,9 +247,15 @@ pub async fn run(once: bool, listen: SocketAddr, node: String) -> anyhow::Result
         return Ok(());
     }
     let listener = serve::bind(listen).await?;
-    println!("\nserving http://{}/metrics — re-probing every 10s; Ctrl-C to stop", listener.local_addr()?);
+    println!(
+        "\nserving http://{}/metrics — re-probing every 10s; Ctrl-C to stop",
+        listener.local_addr()?
+    );
     let table = Arc::new(Mutex::new(table));
-    let routes = Arc::new(DemoRoutes { exporter: exporter.clone(), table: table.clone() });
+    let routes = Arc::new(DemoRoutes {
+        exporter: exporter.clone(),
+        table: table.clone(),
+    });
     let server = tokio::spawn(serve::serve(listener, routes, async {
         let _ = tokio::signal::ctrl_c().await;
     }));

@@ -4,12 +4,12 @@
 
 pub mod adhoc;
 pub mod config;
+pub mod demo;
 pub mod exposition;
+pub mod metrics;
 pub mod probe;
 pub mod reason;
-pub mod target;
-pub mod metrics;
 pub mod report;
-pub mod testbed;
-pub mod demo;
 pub mod serve;
+pub mod target;
+pub mod testbed;

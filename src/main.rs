@@ -17,7 +17,11 @@ use pathprobe::{config, demo, report};
 const EXIT_USAGE: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "pathprobe", version, about = "Per-node synthetic probes that say why a target is unreachable")]
+#[command(
+    name = "pathprobe",
+    version,
+    about = "Per-node synthetic probes that say why a target is unreachable"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -26,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Probe each TARGET once, now, from here, and say what broke.
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Load and validate an inventory; print every error with its field path.
     Validate {
         /// The inventory YAML file.
@@ -91,7 +95,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -120,12 +125,32 @@ fn node_name() -> String {
     std::env::var("NODE_NAME")
         .ok()
         .filter(|s| !s.is_empty())
-        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
+        .or_else(|| {
+            std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// Loads an inventory, printing its warnings; on errors prints them all and gives the exit code.
+fn load(path: &std::path::Path) -> Result<pathprobe::target::Inventory, ExitCode> {
+    match config::load_with_warnings(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            Ok(loaded.inventory)
+        }
+        Err(errors) => {
+            eprintln!("{}: invalid\n{errors}", path.display());
+            Err(ExitCode::from(EXIT_USAGE))
+        }
+    }
+}
+
 fn validate(file: &std::path::Path) -> ExitCode {
-    match config::load(file) {
+    match load(file) {
         Ok(inv) => {
             println!(
                 "{}: valid — {} targets to probe, {} documented absent",
@@ -135,21 +160,15 @@ fn validate(file: &std::path::Path) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            eprintln!("{}: invalid\n{errors}", file.display());
-            ExitCode::from(EXIT_USAGE)
-        }
+        Err(code) => code,
     }
 }
 
-async fn check(args: CheckArgs) -> ExitCode {
+async fn check(args: Box<CheckArgs>) -> ExitCode {
     let inventory = match &args.config {
-        Some(path) => match config::load(path) {
+        Some(path) => match load(path) {
             Ok(inv) => Some(inv),
-            Err(errors) => {
-                eprintln!("{}: invalid\n{errors}", path.display());
-                return ExitCode::from(EXIT_USAGE);
-            }
+            Err(code) => return code,
         },
         None => None,
     };
@@ -174,7 +193,11 @@ async fn check(args: CheckArgs) -> ExitCode {
             targets.extend(named);
             continue;
         }
-        if let Some(absent) = inventory.iter().flat_map(|inv| inv.absent.iter()).find(|a| &a.name == arg) {
+        if let Some(absent) = inventory
+            .iter()
+            .flat_map(|inv| inv.absent.iter())
+            .find(|a| &a.name == arg)
+        {
             eprintln!("{arg}: documented absent, not probed: {}", absent.why);
             continue;
         }
@@ -205,7 +228,9 @@ async fn check(args: CheckArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let ctx = ProbeContext { resolver: Arc::new(resolver) };
+    let ctx = ProbeContext {
+        resolver: Arc::new(resolver),
+    };
     let results = futures_util::future::join_all(targets.iter().map(|t| probe::probe(t, &ctx))).await;
     if args.json {
         for (t, r) in targets.iter().zip(&results) {

@@ -9,7 +9,9 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
-use prometheus::{Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use crate::probe::{Phase, ProbeResult};
 use crate::reason::Reason;
@@ -102,63 +104,119 @@ impl Exporter {
             v
         };
         let t = &TARGET_LABELS[..];
-        let success = IntGaugeVec::new(opts("pathprobe_success", "1 if the latest probe of the target succeeded, else 0."), t).unwrap();
+        let success = IntGaugeVec::new(
+            opts(
+                "pathprobe_success",
+                "1 if the latest probe of the target succeeded, else 0.",
+            ),
+            t,
+        )
+        .unwrap();
         let duration = GaugeVec::new(
-            opts("pathprobe_duration_seconds", "Duration of each phase of the latest probe (0 for a phase that did not run)."),
+            opts(
+                "pathprobe_duration_seconds",
+                "Duration of each phase of the latest probe (0 for a phase that did not run).",
+            ),
             &with("phase"),
         )
         .unwrap();
         let probe_duration = HistogramVec::new(
-            HistogramOpts::new("pathprobe_probe_duration_seconds", "Total duration of every probe.")
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            HistogramOpts::new("pathprobe_probe_duration_seconds", "Total duration of every probe.").buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             t,
         )
         .unwrap();
-        let probes = IntCounterVec::new(opts("pathprobe_probes_total", "Probes run, by result."), &with("result")).unwrap();
-        let failures =
-            IntCounterVec::new(opts("pathprobe_failures_total", "Failed probes, by the first phase that broke."), &with("reason"))
-                .unwrap();
-        let failure_reason = IntGaugeVec::new(
-            opts("pathprobe_failure_reason", "Always 1; the reason label is the latest probe's reason (none on success)."),
+        let probes = IntCounterVec::new(
+            opts("pathprobe_probes_total", "Probes run, by result."),
+            &with("result"),
+        )
+        .unwrap();
+        let failures = IntCounterVec::new(
+            opts(
+                "pathprobe_failures_total",
+                "Failed probes, by the first phase that broke.",
+            ),
             &with("reason"),
         )
         .unwrap();
-        let http_status =
-            IntGaugeVec::new(opts("pathprobe_http_status_code", "HTTP status of the latest probe, 0 if none."), t).unwrap();
-        let cert_not_after = GaugeVec::new(
-            opts("pathprobe_tls_cert_not_after_timestamp_seconds", "Expiry of the peer's leaf certificate, Unix seconds."),
+        let failure_reason = IntGaugeVec::new(
+            opts(
+                "pathprobe_failure_reason",
+                "Always 1; the reason label is the latest probe's reason (none on success).",
+            ),
+            &with("reason"),
+        )
+        .unwrap();
+        let http_status = IntGaugeVec::new(
+            opts(
+                "pathprobe_http_status_code",
+                "HTTP status of the latest probe, 0 if none.",
+            ),
             t,
         )
         .unwrap();
-        let last_probe =
-            GaugeVec::new(opts("pathprobe_last_probe_timestamp_seconds", "When the latest probe finished, Unix seconds."), t)
-                .unwrap();
+        let cert_not_after = GaugeVec::new(
+            opts(
+                "pathprobe_tls_cert_not_after_timestamp_seconds",
+                "Expiry of the peer's leaf certificate, Unix seconds.",
+            ),
+            t,
+        )
+        .unwrap();
+        let last_probe = GaugeVec::new(
+            opts(
+                "pathprobe_last_probe_timestamp_seconds",
+                "When the latest probe finished, Unix seconds.",
+            ),
+            t,
+        )
+        .unwrap();
         let expected = IntGaugeVec::new(
-            opts("pathprobe_target_expected", "1 if the inventory expects the target to exist, 0 for documented-absent targets."),
+            opts(
+                "pathprobe_target_expected",
+                "1 if the inventory expects the target to exist, 0 for documented-absent targets.",
+            ),
             t,
         )
         .unwrap();
         let skipped = IntCounterVec::new(
-            opts("pathprobe_probes_skipped_total", "Probes not started because the previous probe of the target was still running."),
+            opts(
+                "pathprobe_probes_skipped_total",
+                "Probes not started because the previous probe of the target was still running.",
+            ),
             t,
         )
         .unwrap();
-        let config_reloads =
-            IntCounterVec::new(opts("pathprobe_config_reloads_total", "Inventory reloads, by result."), &["result"]).unwrap();
+        let config_reloads = IntCounterVec::new(
+            opts("pathprobe_config_reloads_total", "Inventory reloads, by result."),
+            &["result"],
+        )
+        .unwrap();
         let config_last_reload_successful = Gauge::with_opts(opts(
             "pathprobe_config_last_reload_successful",
             "1 if the latest inventory (re)load succeeded.",
         ))
         .unwrap();
         let scheduler_lag = prometheus::Histogram::with_opts(
-            HistogramOpts::new("pathprobe_scheduler_lag_seconds", "How late probes start against their schedule.")
-                .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
+            HistogramOpts::new(
+                "pathprobe_scheduler_lag_seconds",
+                "How late probes start against their schedule.",
+            )
+            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
         )
         .unwrap();
         let in_flight = Gauge::with_opts(opts("pathprobe_probes_in_flight", "Probes running now.")).unwrap();
-        let build_info = IntGaugeVec::new(opts("pathprobe_build_info", "Always 1; the build's version and revision."), &["version", "revision"]).unwrap();
+        let build_info = IntGaugeVec::new(
+            opts("pathprobe_build_info", "Always 1; the build's version and revision."),
+            &["version", "revision"],
+        )
+        .unwrap();
         build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION"), option_env!("PATHPROBE_REVISION").unwrap_or("unknown")])
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("PATHPROBE_REVISION").unwrap_or("unknown"),
+            ])
             .set(1);
         for (i, c) in [&probes, &failures, &skipped, &config_reloads].into_iter().enumerate() {
             let _ = i;
@@ -170,9 +228,15 @@ impl Exporter {
         for g in [&duration, &cert_not_after, &last_probe] {
             registry.register(Box::new(g.clone())).expect("unique metric");
         }
-        registry.register(Box::new(probe_duration.clone())).expect("unique metric");
-        registry.register(Box::new(config_last_reload_successful.clone())).expect("unique metric");
-        registry.register(Box::new(scheduler_lag.clone())).expect("unique metric");
+        registry
+            .register(Box::new(probe_duration.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(config_last_reload_successful.clone()))
+            .expect("unique metric");
+        registry
+            .register(Box::new(scheduler_lag.clone()))
+            .expect("unique metric");
         registry.register(Box::new(in_flight.clone())).expect("unique metric");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
@@ -210,7 +274,9 @@ impl Exporter {
 
     /// Declares a documented-absent target: only `pathprobe_target_expected 0`.
     pub fn add_absent(&self, target: &AbsentTarget) {
-        self.expected.with_label_values(&TargetLabels::of_absent(target).values()).set(0);
+        self.expected
+            .with_label_values(&TargetLabels::of_absent(target).values())
+            .set(0);
     }
 
     /// Records one probe's outcome.
@@ -227,7 +293,9 @@ impl Exporter {
                 .with_label_values(&l.with(phase.as_str()))
                 .set(d.map(|d| d.as_secs_f64()).unwrap_or(0.0));
         }
-        self.probe_duration.with_label_values(&v).observe(result.total.as_secs_f64());
+        self.probe_duration
+            .with_label_values(&v)
+            .observe(result.total.as_secs_f64());
         let outcome = if result.success() { "success" } else { "failure" };
         self.probes.with_label_values(&l.with(outcome)).inc();
         if !result.success() {
@@ -238,10 +306,17 @@ impl Exporter {
             .with_label_values(&v)
             .set(i64::from(result.trace.http_status.unwrap_or(0)));
         if let Some(not_after) = result.trace.tls.as_ref().and_then(|t| t.peer_cert_not_after) {
-            let secs = not_after.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+            let secs = not_after
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0);
             self.cert_not_after.with_label_values(&v).set(secs);
         }
-        let finished = result.finished_at.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+        let finished = result
+            .finished_at
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
         self.last_probe.with_label_values(&v).set(finished);
     }
 

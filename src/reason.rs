@@ -202,9 +202,7 @@ fn tls_reason(err: &io::Error) -> Reason {
     };
     match tls {
         rustls::Error::InvalidCertificate(cert) => match cert {
-            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => {
-                Reason::TlsExpired
-            }
+            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => Reason::TlsExpired,
             C::NotValidForName | C::NotValidForNameContext { .. } => Reason::TlsHostname,
             _ => Reason::TlsUntrusted,
         },

@@ -93,7 +93,11 @@ fn cert_not_after(result: &ProbeResult) -> Option<SystemTime> {
 }
 
 fn addr_or(result: &ProbeResult, fallback: &str) -> String {
-    result.trace.address.map(|a| a.to_string()).unwrap_or_else(|| fallback.to_string())
+    result
+        .trace
+        .address
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| fallback.to_string())
 }
 
 fn success_line(result: &ProbeResult) -> String {
@@ -130,13 +134,27 @@ pub fn table(rows: &[(&Target, &ProbeResult)]) -> String {
         let mut row = vec![
             target.name.clone(),
             result.kind.as_str().to_string(),
-            result.trace.address.map(|a| a.to_string()).unwrap_or_else(|| target.instance.clone()),
+            result
+                .trace
+                .address
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| target.instance.clone()),
         ];
         for phase in PHASES {
-            let d = if phase == Phase::Total { Some(result.total) } else { result.trace.phase(phase) };
+            let d = if phase == Phase::Total {
+                Some(result.total)
+            } else {
+                result.trace.phase(phase)
+            };
             row.push(d.map(short).unwrap_or_else(|| "-".into()));
         }
-        row.push(result.trace.http_status.map(|s| s.to_string()).unwrap_or_else(|| "-".into()));
+        row.push(
+            result
+                .trace
+                .http_status
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+        );
         row.push(result.reason.as_str().to_string());
         cells.push(row);
     }
@@ -152,7 +170,13 @@ pub fn table(rows: &[(&Target, &ProbeResult)]) -> String {
     out.push('\n');
     for (target, result) in rows {
         let mark = if result.success() { "ok  " } else { "FAIL" };
-        let _ = writeln!(out, "{mark} {} ({}): {}", target.name, target.instance, verdict(target, result));
+        let _ = writeln!(
+            out,
+            "{mark} {} ({}): {}",
+            target.name,
+            target.instance,
+            verdict(target, result)
+        );
     }
     out
 }

@@ -40,7 +40,11 @@ pub struct Reply {
 
 impl Reply {
     pub fn new(status: u16, body: impl Into<Bytes>) -> Reply {
-        Reply { status, headers: Vec::new(), body: body.into() }
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+        }
     }
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
@@ -84,15 +88,21 @@ impl TestCa {
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, "pathprobe test CA");
         let cert = params.clone().self_signed(&key).expect("self-signing");
-        TestCa { params, key, cert_pem: cert.pem() }
+        TestCa {
+            params,
+            key,
+            cert_pem: cert.pem(),
+        }
     }
 
     /// A leaf for `names` (DNS names or IPs), valid from `not_before` to `not_after`.
     pub fn issue(&self, names: &[&str], not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> Issued {
         let key = KeyPair::generate().expect("key generation");
-        let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .expect("valid SANs");
-        params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        let mut params =
+            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+        params
+            .distinguished_name
+            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
         params.not_before = not_before;
         params.not_after = not_after;
         let ca = self.params.clone().self_signed(&self.key).expect("self-signing");
@@ -116,8 +126,11 @@ impl Default for TestCa {
 /// A self-signed leaf, trusted by nobody.
 pub fn self_signed(names: &[&str]) -> Issued {
     let key = KeyPair::generate().expect("key generation");
-    let mut params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
-    params.distinguished_name.push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
     let cert = params.self_signed(&key).expect("self-signing");
     issued(cert, key)
 }
@@ -164,7 +177,10 @@ where
     let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let handler = handler.clone();
         async move {
-            let seen = Seen { path: req.uri().path(), headers: req.headers() };
+            let seen = Seen {
+                path: req.uri().path(),
+                headers: req.headers(),
+            };
             Ok::<_, Infallible>(to_response(handler(&seen)))
         }
     });
@@ -282,7 +298,9 @@ pub enum DnsAnswer {
 
 /// A tiny authoritative DNS server over UDP for tests and the demo; unknown names are NXDOMAIN.
 pub async fn dns(zone: Vec<(&'static str, DnsAnswer)>) -> Server {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("binding a loopback UDP port");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("binding a loopback UDP port");
     let addr = socket.local_addr().expect("bound");
     let task = tokio::spawn(async move {
         let mut buf = [0u8; 1500];

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 const SERVER_IP: &str = "10.254.0.2";
 
 fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0]).args(&args[1..]).output().unwrap_or_else(|e| panic!("{args:?}: {e}"));
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
     assert!(
         out.status.success(),
         "{args:?} failed: {}",
@@ -41,11 +44,29 @@ impl Lab {
         require_root();
         static N: AtomicU32 = AtomicU32::new(0);
         let id = format!("{}{}", std::process::id() % 100_000, N.fetch_add(1, Ordering::SeqCst));
-        let lab = Lab { client: format!("ppc{id}"), server: format!("pps{id}"), children: Vec::new() };
+        let lab = Lab {
+            client: format!("ppc{id}"),
+            server: format!("pps{id}"),
+            children: Vec::new(),
+        };
         run(&["ip", "netns", "add", &lab.client]);
         run(&["ip", "netns", "add", &lab.server]);
         let (vc, vs) = (format!("vc{id}"), format!("vs{id}"));
-        run(&["ip", "link", "add", &vc, "netns", &lab.client, "type", "veth", "peer", "name", &vs, "netns", &lab.server]);
+        run(&[
+            "ip",
+            "link",
+            "add",
+            &vc,
+            "netns",
+            &lab.client,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &vs,
+            "netns",
+            &lab.server,
+        ]);
         lab.ns(&lab.client, &["ip", "addr", "add", "10.254.0.1/24", "dev", &vc]);
         lab.ns(&lab.server, &["ip", "addr", "add", "10.254.0.2/24", "dev", &vs]);
         for (ns, dev) in [(&lab.client, &vc), (&lab.server, &vs)] {
@@ -68,7 +89,17 @@ impl Lab {
     /// Starts an HTTP server on the server host and waits until the client can reach it.
     fn serve_http(&mut self, port: u16) {
         let child = Command::new("ip")
-            .args(["netns", "exec", &self.server, "python3", "-m", "http.server", &port.to_string(), "--bind", SERVER_IP])
+            .args([
+                "netns",
+                "exec",
+                &self.server,
+                "python3",
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                SERVER_IP,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -89,7 +120,15 @@ impl Lab {
         self.ns(&self.server, &["nft", "add", "table", "inet", "fault"]);
         self.ns(
             &self.server,
-            &["nft", "add", "chain", "inet", "fault", "input", "{ type filter hook input priority 0; policy accept; }"],
+            &[
+                "nft",
+                "add",
+                "chain",
+                "inet",
+                "fault",
+                "input",
+                "{ type filter hook input priority 0; policy accept; }",
+            ],
         );
         let mut args = vec!["nft", "add", "rule", "inet", "fault", "input"];
         args.extend(rule.split(' '));
@@ -103,7 +142,17 @@ impl Lab {
     /// Runs `pathprobe check --json` in the client namespace: (exit code, the JSON object).
     fn check(&self, target: &str, timeout: &str) -> (i32, serde_json::Value) {
         let out = Command::new("ip")
-            .args(["netns", "exec", &self.client, env!("CARGO_BIN_EXE_pathprobe"), "check", "--json", "--timeout", timeout, target])
+            .args([
+                "netns",
+                "exec",
+                &self.client,
+                env!("CARGO_BIN_EXE_pathprobe"),
+                "check",
+                "--json",
+                "--timeout",
+                timeout,
+                target,
+            ])
             .output()
             .expect("running pathprobe");
         let json = serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
@@ -113,7 +162,11 @@ impl Lab {
     fn reason(&self, target: &str, timeout: &str) -> String {
         let (code, json) = self.check(target, timeout);
         let reason = json["reason"].as_str().unwrap_or("<no json>").to_string();
-        assert_eq!(code == 0, reason == "none", "exit code {code} agrees with reason {reason}: {json}");
+        assert_eq!(
+            code == 0,
+            reason == "none",
+            "exit code {code} agrees with reason {reason}: {json}"
+        );
         reason
     }
 }
@@ -156,14 +209,32 @@ fn an_nftables_drop_is_connect_timeout() {
     assert_eq!((code, json["reason"].as_str()), (1, Some("connect_timeout")), "{json}");
     assert!(started.elapsed() < Duration::from_secs(5), "bounded by the timeout");
     lab.server_nft_flush();
-    assert_eq!(lab.reason(&format!("http://{SERVER_IP}:8080/"), "2s"), "none", "fault removed, path back");
+    assert_eq!(
+        lab.reason(&format!("http://{SERVER_IP}:8080/"), "2s"),
+        "none",
+        "fault removed, path back"
+    );
 }
 
 #[test]
 fn a_static_neighbour_to_a_mac_nobody_has_is_connect_timeout() {
     let lab = Lab::new();
     let dev = lab.client_dev();
-    lab.ns(&lab.client, &["ip", "neigh", "replace", "10.254.0.3", "lladdr", "02:00:00:00:00:99", "dev", &dev, "nud", "permanent"]);
+    lab.ns(
+        &lab.client,
+        &[
+            "ip",
+            "neigh",
+            "replace",
+            "10.254.0.3",
+            "lladdr",
+            "02:00:00:00:00:99",
+            "dev",
+            &dev,
+            "nud",
+            "permanent",
+        ],
+    );
     assert_eq!(lab.reason("tcp://10.254.0.3:9100", "700ms"), "connect_timeout");
 }
 

@@ -52,9 +52,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         }
     }
     if millis == 0 {
-        return Err(format!(
-            "`{s}` is zero; give a positive duration, e.g. 30s"
-        ));
+        return Err(format!("`{s}` is zero; give a positive duration, e.g. 30s"));
     }
     Ok(Duration::from_millis(millis))
 }
@@ -82,9 +80,8 @@ pub fn format_duration(d: Duration) -> String {
 pub fn parse_bytes(s: &str) -> Result<usize, String> {
     static RE: OnceLock<Regex> = OnceLock::new();
     let re = RE.get_or_init(|| Regex::new(r"^([0-9]+)\s*(B|KiB|MiB|GiB)?$").expect("size regex"));
-    let not_a_size = || {
-        format!("`{s}` is not a size; write a number of bytes or use a KiB, MiB or GiB suffix, e.g. 4MiB")
-    };
+    let not_a_size =
+        || format!("`{s}` is not a size; write a number of bytes or use a KiB, MiB or GiB suffix, e.g. 4MiB");
     let caps = re.captures(s.trim()).ok_or_else(not_a_size)?;
     let n: u64 = caps[1].parse().map_err(|_| not_a_size())?;
     let mult: u64 = match caps.get(2).map(|m| m.as_str()) {
@@ -96,7 +93,9 @@ pub fn parse_bytes(s: &str) -> Result<usize, String> {
     };
     let bytes = n.checked_mul(mult).ok_or_else(not_a_size)?;
     if bytes == 0 {
-        return Err(format!("`{s}` is zero; no body could be read, give a positive size, e.g. 4MiB"));
+        return Err(format!(
+            "`{s}` is zero; no body could be read, give a positive size, e.g. 4MiB"
+        ));
     }
     usize::try_from(bytes).map_err(|_| not_a_size())
 }

@@ -28,8 +28,7 @@ pub use duration::{format_duration, parse_bytes, parse_duration};
 pub use raw::RawConfig;
 pub(crate) use validate::{check_target, Checked, Ctx, Diags, PathStyle};
 pub use validate::{
-    parse_status_ranges, validate, validate_with_warnings, DEFAULT_BODY_LIMIT, DEFAULT_INTERVAL,
-    DEFAULT_TIMEOUT,
+    parse_status_ranges, validate, validate_with_warnings, DEFAULT_BODY_LIMIT, DEFAULT_INTERVAL, DEFAULT_TIMEOUT,
 };
 
 /// One thing wrong with the inventory: where (`targets[3].tls.ca_file`, empty for the file as a
@@ -67,11 +66,7 @@ impl std::error::Error for ConfigError {}
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
 fn lines(errors: &[ConfigError]) -> String {
-    errors
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join("\n")
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n")
 }
 
 impl ConfigErrors {
@@ -195,6 +190,8 @@ fn structural_error(path: &str, err: &serde_yaml_ng::Error) -> ConfigError {
             None => break,
         }
     }
+    // A misplaced value may be a credential (`basic_auth: user:password`): never echo strings.
+    let msg = quoted_strings().replace_all(&msg, "${1}a string");
     let msg = range::redact_userinfo(&msg);
     let msg = rust_type_names().replace_all(&msg, "a mapping").into_owned();
     let fix = if msg.starts_with("unknown field `password`") {
@@ -212,6 +209,11 @@ fn structural_error(path: &str, err: &serde_yaml_ng::Error) -> ConfigError {
     };
     let path = if path == "." { "" } else { path };
     ConfigError::new(path, format!("{msg}{at}; {fix}"))
+}
+
+fn quoted_strings() -> &'static regex::Regex {
+    static RE: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    RE.get_or_init(|| regex::Regex::new(r#"(invalid (?:type|value): )string "(?:[^"\\]|\\.)*""#).expect("string regex"))
 }
 
 fn rust_type_names() -> &'static regex::Regex {

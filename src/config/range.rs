@@ -58,9 +58,7 @@ fn host_len(hostport: &str) -> usize {
 /// Used on anything that may echo a configured value back into an error message.
 pub fn redact_userinfo(s: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@\s]*@").expect("userinfo regex")
-    });
+    let re = RE.get_or_init(|| Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@\s]*@").expect("userinfo regex"));
     re.replace_all(s, "$1").into_owned()
 }
 
@@ -103,8 +101,7 @@ pub fn expand_host(host: &str) -> Result<Vec<String>, String> {
     let range = RANGE.get_or_init(|| {
         Regex::new(r"^([0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})\.([0-9]{1,3})-([0-9]+)$").expect("range regex")
     });
-    let last_label =
-        LAST_LABEL.get_or_init(|| Regex::new(r"(^|\.)[0-9]+-[0-9]+$").expect("label regex"));
+    let last_label = LAST_LABEL.get_or_init(|| Regex::new(r"(^|\.)[0-9]+-[0-9]+$").expect("label regex"));
     let example = "10.10.0.40-43";
 
     if !host.contains('-') {
@@ -180,7 +177,10 @@ mod tests {
     #[test]
     fn redacts() {
         assert_eq!(redact_userinfo("https://user:pw@host/x"), "https://host/x");
-        assert_eq!(redact_userinfo("see \"http://a@b:1\" and ftp://c"), "see \"http://b:1\" and ftp://c");
+        assert_eq!(
+            redact_userinfo("see \"http://a@b:1\" and ftp://c"),
+            "see \"http://b:1\" and ftp://c"
+        );
     }
 
     #[test]

@@ -17,8 +17,8 @@ use super::raw::{RawConfig, RawTarget, RawTls, Scalar};
 use super::{ConfigError, ConfigWarning, Loaded};
 use crate::probe::tls::{parse_identity, settings, TlsConfigError};
 use crate::target::{
-    AbsentTarget, AgentSettings, Auth, ClientIdentity, DnsExpect, Endpoint, Host, HttpSpec,
-    Inventory, Kind, Network, ResolverSettings, Secret, StatusRanges, Target, TlsSettings,
+    AbsentTarget, AgentSettings, Auth, ClientIdentity, DnsExpect, Endpoint, Host, HttpSpec, Inventory, Kind, Network,
+    ResolverSettings, Secret, StatusRanges, Target, TlsSettings,
 };
 
 /// The contract's defaults.
@@ -41,11 +41,17 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
     let source_cluster = match agent.source_cluster.as_deref().map(str::trim) {
         Some(s) if !s.is_empty() => s.to_string(),
         Some(_) => {
-            d.error("agent.source_cluster", "empty; set it to the cluster this agent runs in (the source_cluster label)");
+            d.error(
+                "agent.source_cluster",
+                "empty; set it to the cluster this agent runs in (the source_cluster label)",
+            );
             String::new()
         }
         None => {
-            d.error("agent.source_cluster", "missing; set it to the cluster this agent runs in (the source_cluster label)");
+            d.error(
+                "agent.source_cluster",
+                "missing; set it to the cluster this agent runs in (the source_cluster label)",
+            );
             String::new()
         }
     };
@@ -79,9 +85,27 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
 
     // defaults
     let defaults = raw.defaults.clone().unwrap_or_default();
-    let interval = scalar_or(&mut d, "defaults.interval", defaults.interval.as_ref(), DEFAULT_INTERVAL, parse_duration);
-    let timeout = scalar_or(&mut d, "defaults.timeout", defaults.timeout.as_ref(), DEFAULT_TIMEOUT, parse_duration);
-    let body_limit = scalar_or(&mut d, "defaults.body_limit", defaults.body_limit.as_ref(), DEFAULT_BODY_LIMIT, parse_bytes);
+    let interval = scalar_or(
+        &mut d,
+        "defaults.interval",
+        defaults.interval.as_ref(),
+        DEFAULT_INTERVAL,
+        parse_duration,
+    );
+    let timeout = scalar_or(
+        &mut d,
+        "defaults.timeout",
+        defaults.timeout.as_ref(),
+        DEFAULT_TIMEOUT,
+        parse_duration,
+    );
+    let body_limit = scalar_or(
+        &mut d,
+        "defaults.body_limit",
+        defaults.body_limit.as_ref(),
+        DEFAULT_BODY_LIMIT,
+        parse_bytes,
+    );
 
     let ctx = Ctx {
         base_dir,
@@ -119,7 +143,11 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         for key in keys {
             if let Some(&first) = seen.get(&key) {
                 if first != i && !duplicate {
-                    let instance = if key.1.is_empty() { "(none)".to_string() } else { format!("`{}`", key.1) };
+                    let instance = if key.1.is_empty() {
+                        "(none)".to_string()
+                    } else {
+                        format!("`{}`", key.1)
+                    };
                     d.error(
                         ps.at(""),
                         format!(
@@ -252,11 +280,19 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
     let name = match rt.name.as_deref().map(str::trim) {
         Some(n) if !n.is_empty() => n.to_string(),
         Some(_) => {
-            err(d, "name", "empty; every target needs a name (its `target` label)".into());
+            err(
+                d,
+                "name",
+                "empty; every target needs a name (its `target` label)".into(),
+            );
             String::new()
         }
         None => {
-            err(d, "name", "missing; every target needs a name (its `target` label)".into());
+            err(
+                d,
+                "name",
+                "missing; every target needs a name (its `target` label)".into(),
+            );
             String::new()
         }
     };
@@ -271,7 +307,11 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
     let cluster = match rt.cluster.as_deref().map(str::trim) {
         None => ctx.cluster.to_string(),
         Some("") => {
-            err(d, "cluster", "empty; set a cluster, or remove it to default to agent.source_cluster".into());
+            err(
+                d,
+                "cluster",
+                "empty; set a cluster, or remove it to default to agent.source_cluster".into(),
+            );
             String::new()
         }
         Some(c) => c.to_string(),
@@ -297,7 +337,12 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
         },
     };
     if rt.url.is_some() && rt.address.is_some() {
-        err(d, "address", "given together with url; a target goes to one place, keep url (http, scrape) or address (tcp, tls, dns)".into());
+        err(
+            d,
+            "address",
+            "given together with url; a target goes to one place, keep url (http, scrape) or address (tcp, tls, dns)"
+                .into(),
+        );
     }
 
     if !expected {
@@ -345,7 +390,10 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
     }
 
     if rt.why.is_some() {
-        d.warn(ps.at("why"), "only used with expected: false; remove it, or set expected: false");
+        d.warn(
+            ps.at("why"),
+            "only used with expected: false; remove it, or set expected: false",
+        );
     }
     let Some(kind) = kind else {
         return Checked::Failed;
@@ -385,18 +433,30 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
             } else if let Some(u) = rt.url.as_deref() {
                 dests_from_url(u, ps, d)
             } else {
-                err(d, "url", format!("missing; {kind} targets need a url, e.g. http://host:port/metrics"));
+                err(
+                    d,
+                    "url",
+                    format!("missing; {kind} targets need a url, e.g. http://host:port/metrics"),
+                );
                 None
             }
         }
         Kind::Dns => {
             if rt.url.is_some() {
-                err(d, "url", "dns targets resolve a name, not a URL; write address: <name>".into());
+                err(
+                    d,
+                    "url",
+                    "dns targets resolve a name, not a URL; write address: <name>".into(),
+                );
                 None
             } else if let Some(a) = rt.address.as_deref() {
                 dests_from_name(a, ps, d)
             } else {
-                err(d, "address", "missing; dns targets need address: <the name to resolve>".into());
+                err(
+                    d,
+                    "address",
+                    "missing; dns targets need address: <the name to resolve>".into(),
+                );
                 None
             }
         }
@@ -414,25 +474,45 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
         ];
         for (field, given) in http_only {
             if given {
-                err(d, field, format!("only http and scrape targets use it, this one is {kind}; remove it, or change the kind"));
+                err(
+                    d,
+                    field,
+                    format!("only http and scrape targets use it, this one is {kind}; remove it, or change the kind"),
+                );
             }
         }
         if let Some(e) = &rt.expect {
             if e.status.is_some() {
-                err(d, "expect.status", format!("only http and scrape targets use it, this one is {kind}; remove it"));
+                err(
+                    d,
+                    "expect.status",
+                    format!("only http and scrape targets use it, this one is {kind}; remove it"),
+                );
             }
             if e.body_regex.is_some() {
-                err(d, "expect.body_regex", format!("only http and scrape targets use it, this one is {kind}; remove it"));
+                err(
+                    d,
+                    "expect.body_regex",
+                    format!("only http and scrape targets use it, this one is {kind}; remove it"),
+                );
             }
         }
     }
     if kind != Kind::Dns && rt.expect.as_ref().is_some_and(|e| e.addresses.is_some()) {
-        err(d, "expect.addresses", format!("only dns targets use it, this one is {kind}; remove it"));
+        err(
+            d,
+            "expect.addresses",
+            format!("only dns targets use it, this one is {kind}; remove it"),
+        );
     }
     if kind == Kind::Scrape {
         if let Some(m) = rt.method.as_deref() {
             if !m.trim().eq_ignore_ascii_case("GET") {
-                err(d, "method", "scrape probes ask as Prometheus does, with GET; remove it, or use kind http".into());
+                err(
+                    d,
+                    "method",
+                    "scrape probes ask as Prometheus does, with GET; remove it, or use kind http".into(),
+                );
             }
         }
     }
@@ -445,7 +525,9 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
     let wants_tls = kind == Kind::Tls || https;
     if rt.tls.is_some() && !wants_tls {
         let why = match kind {
-            Kind::Http | Kind::Scrape => "the url is plain http://, there is no TLS to configure; use https://, or remove tls".to_string(),
+            Kind::Http | Kind::Scrape => {
+                "the url is plain http://, there is no TLS to configure; use https://, or remove tls".to_string()
+            }
             _ => format!("{kind} targets do not do TLS; remove it, or use kind tls"),
         };
         if dests.is_some() || !is_http {
@@ -459,7 +541,13 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
     };
 
     // timing
-    let interval = scalar_or(d, &ps.at("interval"), rt.interval.as_ref(), ctx.interval, parse_duration);
+    let interval = scalar_or(
+        d,
+        &ps.at("interval"),
+        rt.interval.as_ref(),
+        ctx.interval,
+        parse_duration,
+    );
     let timeout = scalar_or(d, &ps.at("timeout"), rt.timeout.as_ref(), ctx.timeout, parse_duration);
     if timeout > interval {
         let path = if rt.timeout.is_some() {
@@ -492,7 +580,9 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
                     Err(_) => err(
                         d,
                         &format!("expect.addresses[{i}]"),
-                        format!("`{a}` is not an IP address; list the addresses the name must resolve to, e.g. 10.96.0.1"),
+                        format!(
+                            "`{a}` is not an IP address; list the addresses the name must resolve to, e.g. 10.96.0.1"
+                        ),
                     ),
                 }
             }
@@ -619,11 +709,17 @@ fn dests_from_url(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>>
         } else {
             "use http:// or https://, or for other protocols kind tcp or tls with an address"
         };
-        d.error(ps.at("url"), format!("scheme `{}` is not supported; {fix}", parts.scheme));
+        d.error(
+            ps.at("url"),
+            format!("scheme `{}` is not supported; {fix}", parts.scheme),
+        );
         return None;
     }
     if parts.host.is_empty() {
-        d.error(ps.at("url"), format!("`{shown}` has no host; write e.g. http://10.0.0.1:9100/metrics"));
+        d.error(
+            ps.at("url"),
+            format!("`{shown}` has no host; write e.g. http://10.0.0.1:9100/metrics"),
+        );
         return None;
     }
     let hosts = match expand_host(parts.host) {
@@ -639,13 +735,19 @@ fn dests_from_url(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>>
         match url::Url::parse(&one) {
             Ok(u) if u.host().is_some() => {
                 if u.port() == Some(0) {
-                    d.error(ps.at("url"), format!("`{shown}` has port 0; use a port from 1 to 65535"));
+                    d.error(
+                        ps.at("url"),
+                        format!("`{shown}` has port 0; use a port from 1 to 65535"),
+                    );
                     return None;
                 }
                 out.push(Dest::Url(u));
             }
             Ok(_) => {
-                d.error(ps.at("url"), format!("`{shown}` has no host; write e.g. http://10.0.0.1:9100/metrics"));
+                d.error(
+                    ps.at("url"),
+                    format!("`{shown}` has no host; write e.g. http://10.0.0.1:9100/metrics"),
+                );
                 return None;
             }
             Err(e) => {
@@ -663,7 +765,10 @@ fn dests_from_address(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<De
     if text.contains("://") {
         d.error(
             ps.at("address"),
-            format!("`{}` is a URL; an address is host:port, e.g. 10.0.0.1:443", redact_userinfo(text)),
+            format!(
+                "`{}` is a URL; an address is host:port, e.g. 10.0.0.1:443",
+                redact_userinfo(text)
+            ),
         );
         return None;
     }
@@ -682,14 +787,20 @@ fn dests_from_address(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<De
         }
     };
     if host.is_empty() || host == "[]" {
-        d.error(ps.at("address"), format!("`{text}` has no host; write host:port, e.g. 10.0.0.1:{port}"));
+        d.error(
+            ps.at("address"),
+            format!("`{text}` has no host; write host:port, e.g. 10.0.0.1:{port}"),
+        );
         return None;
     }
     if host.starts_with('[') && host[1..host.len() - 1].parse::<std::net::Ipv6Addr>().is_err() {
         if let Err(msg) = expand_host(host) {
             d.error(ps.at("address"), msg);
         } else {
-            d.error(ps.at("address"), format!("`{host}` is not an IPv6 address; only IPv6 literals go in brackets"));
+            d.error(
+                ps.at("address"),
+                format!("`{host}` is not an IPv6 address; only IPv6 literals go in brackets"),
+            );
         }
         return None;
     }
@@ -701,7 +812,10 @@ fn dests_from_address(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<De
         }
     };
     if let Some(bad) = hosts.iter().find(|h| !valid_host_name(h)) {
-        d.error(ps.at("address"), format!("`{bad}` is not a host name or IP address; fix it"));
+        d.error(
+            ps.at("address"),
+            format!("`{bad}` is not a host name or IP address; fix it"),
+        );
         return None;
     }
     Some(
@@ -725,7 +839,8 @@ fn valid_host_name(h: &str) -> bool {
     }
     !h.is_empty()
         && h.len() <= 253
-        && h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
+        && h.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.' || c == '_')
         && !h.starts_with('.')
 }
 
@@ -736,7 +851,10 @@ fn dests_from_name(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>
     if name.contains("://") || name.contains(':') || name.contains('/') {
         d.error(
             ps.at("address"),
-            format!("`{}` is not a DNS name; a dns target takes a bare name without scheme or port, e.g. {example}", redact_userinfo(name)),
+            format!(
+                "`{}` is not a DNS name; a dns target takes a bare name without scheme or port, e.g. {example}",
+                redact_userinfo(name)
+            ),
         );
         return None;
     }
@@ -746,17 +864,26 @@ fn dests_from_name(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>
             return None;
         }
         Ok(v) if v.len() > 1 => {
-            d.error(ps.at("address"), format!("`{name}` is a range of addresses; a dns target resolves one name, e.g. {example}"));
+            d.error(
+                ps.at("address"),
+                format!("`{name}` is a range of addresses; a dns target resolves one name, e.g. {example}"),
+            );
             return None;
         }
         Ok(_) => {}
     }
     if name.parse::<IpAddr>().is_ok() {
-        d.error(ps.at("address"), format!("`{name}` is an IP address; a dns target resolves a name, e.g. {example}"));
+        d.error(
+            ps.at("address"),
+            format!("`{name}` is an IP address; a dns target resolves a name, e.g. {example}"),
+        );
         return None;
     }
     if !valid_host_name(name) {
-        d.error(ps.at("address"), format!("`{name}` is not a DNS name; use letters, digits, hyphens and dots, e.g. {example}"));
+        d.error(
+            ps.at("address"),
+            format!("`{name}` is not a DNS name; use letters, digits, hyphens and dots, e.g. {example}"),
+        );
         return None;
     }
     Some(vec![Dest::Dns(name.to_ascii_lowercase())])
@@ -781,7 +908,10 @@ fn read_file(ctx: &Ctx, p: &str, rel: &str, ps: &PathStyle, d: &mut Diags) -> Op
         Err(e) => {
             d.error(
                 ps.at(rel),
-                format!("cannot read {}: {e}; check the path, or mount the file there", path.display()),
+                format!(
+                    "cannot read {}: {e}; check the path, or mount the file there",
+                    path.display()
+                ),
             );
             None
         }
@@ -794,7 +924,10 @@ fn tls_inputs(tls: Option<&RawTls>, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) ->
     let insecure = t.insecure_skip_verify.unwrap_or(false);
     let server_name = match t.server_name.as_deref().map(str::trim) {
         Some("") => {
-            d.error(ps.at("tls.server_name"), "empty; set the name the certificate is for, or remove it to use the host");
+            d.error(
+                ps.at("tls.server_name"),
+                "empty; set the name the certificate is for, or remove it to use the host",
+            );
             None
         }
         other => other.map(str::to_string),
@@ -813,11 +946,17 @@ fn tls_inputs(tls: Option<&RawTls>, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) ->
     let identity = match (t.cert_file.as_deref(), t.key_file.as_deref()) {
         (None, None) => None,
         (Some(_), None) => {
-            d.error(ps.at("tls.key_file"), "missing; cert_file needs the matching key_file for mTLS");
+            d.error(
+                ps.at("tls.key_file"),
+                "missing; cert_file needs the matching key_file for mTLS",
+            );
             None
         }
         (None, Some(_)) => {
-            d.error(ps.at("tls.cert_file"), "missing; key_file needs the matching cert_file for mTLS");
+            d.error(
+                ps.at("tls.cert_file"),
+                "missing; key_file needs the matching cert_file for mTLS",
+            );
             None
         }
         (Some(c), Some(k)) => {
@@ -831,7 +970,11 @@ fn tls_inputs(tls: Option<&RawTls>, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) ->
                         let (rel, file, what) = if let Some(rest) = msg.strip_prefix("key_file: ") {
                             ("tls.key_file", k, rest.to_string())
                         } else {
-                            ("tls.cert_file", c, msg.strip_prefix("cert_file: ").unwrap_or(&msg).to_string())
+                            (
+                                "tls.cert_file",
+                                c,
+                                msg.strip_prefix("cert_file: ").unwrap_or(&msg).to_string(),
+                            )
                         };
                         let fix = if rel == "tls.key_file" {
                             "give the PEM private key that matches cert_file"
@@ -872,10 +1015,14 @@ fn build_tls(inputs: &TlsInputs, host: &str, host_rel: &str, ps: &PathStyle, d: 
         Ok(s) => Some(s),
         Err(e) => {
             let (rel, fix) = match &e {
-                TlsConfigError::BadServerName(_) => (name_rel, "set tls.server_name to the name the certificate is for"),
+                TlsConfigError::BadServerName(_) => {
+                    (name_rel, "set tls.server_name to the name the certificate is for")
+                }
                 TlsConfigError::BadCa(_) => ("tls.ca_file", "give a PEM file holding the CA certificate(s)"),
                 TlsConfigError::BadIdentity(_) => ("tls.cert_file", "give the PEM client certificate and its key"),
-                TlsConfigError::Verifier(_) if inputs.ca_pem.is_some() => ("tls.ca_file", "give a PEM file holding the CA certificate(s)"),
+                TlsConfigError::Verifier(_) if inputs.ca_pem.is_some() => {
+                    ("tls.ca_file", "give a PEM file holding the CA certificate(s)")
+                }
                 TlsConfigError::Verifier(_) => ("tls", "give a ca_file, or check the system trust store"),
             };
             d.error(ps.at(rel), format!("{e}; {fix}"));
@@ -918,7 +1065,10 @@ fn http_parts(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) -> Optio
         Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
             Ok(m) if !m.as_str().is_empty() => m,
             _ => {
-                d.error(ps.at("method"), format!("`{m}` is not an HTTP method; use GET, HEAD, POST, …"));
+                d.error(
+                    ps.at("method"),
+                    format!("`{m}` is not an HTTP method; use GET, HEAD, POST, …"),
+                );
                 Method::GET
             }
         },
@@ -931,11 +1081,19 @@ fn http_parts(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) -> Optio
             let name = match HeaderName::from_bytes(k.as_bytes()) {
                 Ok(n) => n,
                 Err(_) => {
-                    d.error(ps.at(&rel), format!("`{k}` is not a valid header name; use letters, digits and hyphens, e.g. X-Scope-OrgID"));
+                    d.error(
+                        ps.at(&rel),
+                        format!(
+                            "`{k}` is not a valid header name; use letters, digits and hyphens, e.g. X-Scope-OrgID"
+                        ),
+                    );
                     continue;
                 }
             };
-            if name == http::header::AUTHORIZATION || name == http::header::PROXY_AUTHORIZATION || name == http::header::COOKIE {
+            if name == http::header::AUTHORIZATION
+                || name == http::header::PROXY_AUTHORIZATION
+                || name == http::header::COOKIE
+            {
                 d.error(
                     ps.at(&rel),
                     "credentials are never written in the config; use basic_auth.password_file or bearer_token_file (files from a mounted Secret)",
@@ -977,7 +1135,10 @@ fn http_parts(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) -> Optio
                     None
                 }
                 Some(u) if u.contains(':') => {
-                    d.error(ps.at("basic_auth.username"), "contains `:`, which basic auth cannot carry in a username; fix it");
+                    d.error(
+                        ps.at("basic_auth.username"),
+                        "contains `:`, which basic auth cannot carry in a username; fix it",
+                    );
                     None
                 }
                 Some(u) => Some(u.to_string()),
@@ -1036,17 +1197,26 @@ fn http_parts(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) -> Optio
             Err(e) => {
                 d.error(
                     ps.at("expect.body_regex"),
-                    format!("`{re}` is not a valid regular expression ({}); fix the pattern (Rust regex syntax)", regex_reason(&e)),
+                    format!(
+                        "`{re}` is not a valid regular expression ({}); fix the pattern (Rust regex syntax)",
+                        regex_reason(&e)
+                    ),
                 );
                 None
             }
         },
     };
-    let body_limit = scalar_or(d, &ps.at("body_limit"), rt.body_limit.as_ref(), ctx.body_limit, parse_bytes);
+    let body_limit = scalar_or(
+        d,
+        &ps.at("body_limit"),
+        rt.body_limit.as_ref(),
+        ctx.body_limit,
+        parse_bytes,
+    );
     let max_redirects = scalar_or(d, &ps.at("max_redirects"), rt.max_redirects.as_ref(), 0u8, |s| {
-        s.trim().parse::<u8>().map_err(|_| {
-            format!("`{s}` is not a number of redirects; use a whole number from 0 (not followed) to 255")
-        })
+        s.trim()
+            .parse::<u8>()
+            .map_err(|_| format!("`{s}` is not a number of redirects; use a whole number from 0 (not followed) to 255"))
     });
 
     if d.errors.len() > before {
@@ -1079,10 +1249,7 @@ fn read_secret(ctx: &Ctx, p: &str, rel: &str, what: &str, ps: &PathStyle, d: &mu
     let path = resolve(ctx, p);
     match std::fs::read_to_string(&path) {
         Ok(s) => {
-            let s = s
-                .strip_suffix("\r\n")
-                .or_else(|| s.strip_suffix('\n'))
-                .unwrap_or(&s);
+            let s = s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(&s);
             if s.is_empty() {
                 d.error(ps.at(rel), format!("{} is empty; put the {what} in it", path.display()));
                 None
@@ -1093,7 +1260,10 @@ fn read_secret(ctx: &Ctx, p: &str, rel: &str, what: &str, ps: &PathStyle, d: &mu
         Err(e) => {
             d.error(
                 ps.at(rel),
-                format!("cannot read {}: {e}; create the file or mount the Secret there", path.display()),
+                format!(
+                    "cannot read {}: {e}; create the file or mount the Secret there",
+                    path.display()
+                ),
             );
             None
         }
@@ -1104,9 +1274,7 @@ fn read_secret(ctx: &Ctx, p: &str, rel: &str, what: &str, ps: &PathStyle, d: &mu
 /// The error is a message (without field path).
 pub fn parse_status_ranges(items: &[&str]) -> Result<StatusRanges, String> {
     static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| {
-        Regex::new(r"^(?:([0-9]{3})(?:-([0-9]{3}))?|([1-5])[xX][xX])$").expect("status regex")
-    });
+    let re = RE.get_or_init(|| Regex::new(r"^(?:([0-9]{3})(?:-([0-9]{3}))?|([1-5])[xX][xX])$").expect("status regex"));
     let mut out = Vec::new();
     for item in items.iter().flat_map(|i| i.split(',')).map(str::trim) {
         let bad = || {
@@ -1130,7 +1298,9 @@ pub fn parse_status_ranges(items: &[&str]) -> Result<StatusRanges, String> {
             return Err(bad());
         }
         if hi < lo {
-            return Err(format!("`{item}` runs backwards; write the lower code first: {hi}-{lo}"));
+            return Err(format!(
+                "`{item}` runs backwards; write the lower code first: {hi}-{lo}"
+            ));
         }
         out.push((lo, hi));
     }

@@ -4,7 +4,12 @@ use super::{resolve, Deadline, ProbeContext, ProbeError, Trace};
 use crate::target::{Host, Target};
 
 /// Probes a target by resolving its name.
-pub async fn probe(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
+pub async fn probe(
+    target: &Target,
+    ctx: &ProbeContext,
+    trace: &mut Trace,
+    deadline: Deadline,
+) -> Result<(), ProbeError> {
     let addrs = resolve::endpoint_addrs(&ctx.resolver, &target.endpoint, trace, deadline).await?;
     trace.resolved = addrs.iter().map(|a| a.ip()).collect();
     let expected = &target.dns.addresses;

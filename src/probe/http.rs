@@ -24,8 +24,16 @@ pub struct Response {
 }
 
 /// Probes a target with one request, then judges status and body.
-pub async fn probe(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<Response, ProbeError> {
-    let spec = target.http.as_ref().expect("validation gives every http target its spec");
+pub async fn probe(
+    target: &Target,
+    ctx: &ProbeContext,
+    trace: &mut Trace,
+    deadline: Deadline,
+) -> Result<Response, ProbeError> {
+    let spec = target
+        .http
+        .as_ref()
+        .expect("validation gives every http target its spec");
     let user_agent = HeaderValue::from_static(concat!("pathprobe/", env!("CARGO_PKG_VERSION")));
     let mut extra = HeaderMap::new();
     extra.insert(header::USER_AGENT, user_agent);
@@ -37,11 +45,16 @@ pub async fn probe(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadl
 /// Checks status and body regex against the spec.
 pub fn judge(spec: &HttpSpec, response: &Response) -> Result<(), ProbeError> {
     if !spec.expect_status.allows(response.status) {
-        return Err(ProbeError::Status { status: response.status, expected: spec.expect_status.to_string() });
+        return Err(ProbeError::Status {
+            status: response.status,
+            expected: spec.expect_status.to_string(),
+        });
     }
     if let Some(re) = &spec.body_regex {
         if !re.is_match(&String::from_utf8_lossy(&response.body)) {
-            return Err(ProbeError::BodyMismatch { regex: re.as_str().to_string() });
+            return Err(ProbeError::BodyMismatch {
+                regex: re.as_str().to_string(),
+            });
         }
     }
     Ok(())
@@ -56,7 +69,10 @@ pub async fn fetch(
     deadline: Deadline,
     extra: &HeaderMap,
 ) -> Result<Response, ProbeError> {
-    let spec = target.http.as_ref().expect("validation gives every http target its spec");
+    let spec = target
+        .http
+        .as_ref()
+        .expect("validation gives every http target its spec");
     let mut url = spec.url.clone();
     let mut endpoint = target.endpoint.clone();
     let mut tls_settings = target.tls.clone();
@@ -65,7 +81,16 @@ pub async fn fetch(
         let same_origin = endpoint == target.endpoint;
         let auth = if same_origin { spec.auth.as_ref() } else { None };
         let request = build_request(spec, &url, auth, extra)?;
-        let response = exchange(ctx, &endpoint, tls_settings.as_ref(), request, spec.body_limit, trace, deadline).await?;
+        let response = exchange(
+            ctx,
+            &endpoint,
+            tls_settings.as_ref(),
+            request,
+            spec.body_limit,
+            trace,
+            deadline,
+        )
+        .await?;
         trace.http_status = Some(response.status);
         let location = response.headers.get(header::LOCATION);
         if !(300..400).contains(&response.status) || hops >= spec.max_redirects || location.is_none() {
@@ -83,12 +108,21 @@ pub async fn fetch(
 }
 
 /// Where a redirect goes, and its TLS settings (the target's verifier, the new name).
-fn next_hop(url: &url::Url, current: Option<&TlsSettings>, target: &Target) -> Result<(Endpoint, Option<TlsSettings>), ProbeError> {
-    let host = url.host_str().ok_or_else(|| ProbeError::Redirect("Location has no host".into()))?;
+fn next_hop(
+    url: &url::Url,
+    current: Option<&TlsSettings>,
+    target: &Target,
+) -> Result<(Endpoint, Option<TlsSettings>), ProbeError> {
+    let host = url
+        .host_str()
+        .ok_or_else(|| ProbeError::Redirect("Location has no host".into()))?;
     let port = url
         .port_or_known_default()
         .ok_or_else(|| ProbeError::Redirect(format!("unsupported scheme {}", url.scheme())))?;
-    let endpoint = Endpoint { host: Host::parse(host), port };
+    let endpoint = Endpoint {
+        host: Host::parse(host),
+        port,
+    };
     let tls = match url.scheme() {
         "http" => None,
         "https" => {
@@ -108,7 +142,12 @@ fn next_hop(url: &url::Url, current: Option<&TlsSettings>, target: &Target) -> R
     Ok((endpoint, tls))
 }
 
-fn build_request(spec: &HttpSpec, url: &url::Url, auth: Option<&Auth>, extra: &HeaderMap) -> Result<http::Request<Empty<Bytes>>, ProbeError> {
+fn build_request(
+    spec: &HttpSpec,
+    url: &url::Url,
+    auth: Option<&Auth>,
+    extra: &HeaderMap,
+) -> Result<http::Request<Empty<Bytes>>, ProbeError> {
     let path = match url.query() {
         Some(q) => format!("{}?{}", url.path(), q),
         None => url.path().to_string(),
@@ -124,7 +163,10 @@ fn build_request(spec: &HttpSpec, url: &url::Url, auth: Option<&Auth>, extra: &H
         .body(Empty::<Bytes>::new())
         .map_err(|e| ProbeError::Redirect(format!("building the request: {e}")))?;
     let headers = req.headers_mut();
-    headers.insert(header::HOST, HeaderValue::from_str(&host).map_err(|e| ProbeError::Redirect(e.to_string()))?);
+    headers.insert(
+        header::HOST,
+        HeaderValue::from_str(&host).map_err(|e| ProbeError::Redirect(e.to_string()))?,
+    );
     for (name, value) in &spec.headers {
         headers.insert(name.clone(), value.clone());
     }
@@ -176,17 +218,30 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn send<I>(io: I, request: http::Request<Empty<Bytes>>, limit: usize, trace: &mut Trace, deadline: Deadline) -> Result<Response, ProbeError>
+async fn send<I>(
+    io: I,
+    request: http::Request<Empty<Bytes>>,
+    limit: usize,
+    trace: &mut Trace,
+    deadline: Deadline,
+) -> Result<Response, ProbeError>
 where
     I: HyperRead + HyperWrite + Unpin + Send + 'static,
 {
-    let http_err = |phase| move |e: hyper::Error| ProbeError::Http { phase, source: HttpError::Hyper(e) };
+    let http_err = |phase| {
+        move |e: hyper::Error| ProbeError::Http {
+            phase,
+            source: HttpError::Hyper(e),
+        }
+    };
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(http_err(Phase::Request))?;
     let _conn = AbortOnDrop(tokio::spawn(conn).abort_handle());
     let response = trace
-        .timed(Phase::Request, deadline, async { sender.send_request(request).await.map_err(http_err(Phase::Request)) })
+        .timed(Phase::Request, deadline, async {
+            sender.send_request(request).await.map_err(http_err(Phase::Request))
+        })
         .await?;
     let (parts, mut body) = response.into_parts();
     let declared = parts
@@ -218,7 +273,11 @@ where
         .get(header::CONTENT_ENCODING)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"gzip"));
     let body = if gzip { gunzip(&raw, limit)? } else { raw };
-    Ok(Response { status: parts.status.as_u16(), headers: parts.headers, body })
+    Ok(Response {
+        status: parts.status.as_u16(),
+        headers: parts.headers,
+        body,
+    })
 }
 
 /// Decompresses under the same cap, so a gzip bomb is `body_too_large`, not an OOM.
@@ -227,7 +286,10 @@ fn gunzip(raw: &[u8], limit: usize) -> Result<Bytes, ProbeError> {
     flate2::read::GzDecoder::new(raw)
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| ProbeError::Http { phase: Phase::Transfer, source: HttpError::Decode(e.to_string()) })?;
+        .map_err(|e| ProbeError::Http {
+            phase: Phase::Transfer,
+            source: HttpError::Decode(e.to_string()),
+        })?;
     if out.len() > limit {
         return Err(ProbeError::BodyTooLarge { limit });
     }

@@ -119,7 +119,10 @@ impl Trace {
         self.add(phase, start.elapsed());
         match out {
             Ok(r) => r.map_err(Into::into),
-            Err(_) => Err(ProbeError::Timeout { phase, after: deadline.budget }),
+            Err(_) => Err(ProbeError::Timeout {
+                phase,
+                after: deadline.budget,
+            }),
         }
     }
 }
@@ -133,7 +136,10 @@ pub struct Deadline {
 
 impl Deadline {
     pub fn after(budget: Duration) -> Deadline {
-        Deadline { at: Instant::now() + budget, budget }
+        Deadline {
+            at: Instant::now() + budget,
+            budget,
+        }
     }
     /// Time left.
     pub fn remaining(&self) -> Duration {
@@ -187,7 +193,11 @@ pub enum ProbeError {
     },
     /// A `dns` probe got answers, but not the expected address.
     #[error("{host} resolved to {got}, expected one of {expected}")]
-    DnsUnexpected { host: String, got: String, expected: String },
+    DnsUnexpected {
+        host: String,
+        got: String,
+        expected: String,
+    },
     /// The TCP connect failed.
     #[error("connecting to {addr}: {source}")]
     Connect {
@@ -267,7 +277,10 @@ pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
     // Each phase already runs under the deadline; this outer bound is the backstop.
     let outcome = match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), run).await {
         Ok(r) => r,
-        Err(_) => Err(ProbeError::Timeout { phase: Phase::Total, after: target.timeout }),
+        Err(_) => Err(ProbeError::Timeout {
+            phase: Phase::Total,
+            after: target.timeout,
+        }),
     };
     let (reason, error) = match &outcome {
         Ok(()) => (Reason::None, None),

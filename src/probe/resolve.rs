@@ -73,7 +73,8 @@ fn map_error(e: &hickory_resolver::ResolveError) -> ResolveError {
 }
 
 /// Resolves an endpoint into the socket addresses to try, recording the `resolve` phase.
-/// A literal address skips resolution (and records no phase).
+/// A literal address needs no lookup; its `resolve` phase is recorded as zero, as the contract's
+/// `check --json` example shows.
 pub async fn endpoint_addrs(
     resolver: &Resolver,
     endpoint: &Endpoint,
@@ -81,7 +82,10 @@ pub async fn endpoint_addrs(
     deadline: Deadline,
 ) -> Result<Vec<SocketAddr>, ProbeError> {
     match &endpoint.host {
-        Host::Ip(ip) => Ok(vec![SocketAddr::new(*ip, endpoint.port)]),
+        Host::Ip(ip) => {
+            trace.add(Phase::Resolve, std::time::Duration::ZERO);
+            Ok(vec![SocketAddr::new(*ip, endpoint.port)])
+        }
         Host::Name(name) => {
             let lookup = async {
                 resolver.lookup(name).await.map_err(|source| ProbeError::Resolve {

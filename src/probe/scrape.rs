@@ -14,8 +14,16 @@ pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,appli
 pub const USER_AGENT: &str = concat!("Prometheus/3.0.0 pathprobe/", env!("CARGO_PKG_VERSION"));
 
 /// Probes a target as Prometheus scrapes it.
-pub async fn probe(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
-    let spec = target.http.as_ref().expect("validation gives every scrape target its spec");
+pub async fn probe(
+    target: &Target,
+    ctx: &ProbeContext,
+    trace: &mut Trace,
+    deadline: Deadline,
+) -> Result<(), ProbeError> {
+    let spec = target
+        .http
+        .as_ref()
+        .expect("validation gives every scrape target its spec");
     let response = http_probe::fetch(target, ctx, trace, deadline, &scrape_headers(target)).await?;
     http_probe::judge(spec, &response)?;
     let content_type = response.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());

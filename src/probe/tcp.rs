@@ -13,7 +13,12 @@ use super::{resolve, Deadline, Phase, ProbeContext, ProbeError, Trace};
 use crate::target::{Endpoint, Target};
 
 /// Probes a target with resolve + connect.
-pub async fn probe(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
+pub async fn probe(
+    target: &Target,
+    ctx: &ProbeContext,
+    trace: &mut Trace,
+    deadline: Deadline,
+) -> Result<(), ProbeError> {
     connect(ctx, &target.endpoint, trace, deadline).await.map(drop)
 }
 
@@ -43,9 +48,17 @@ async fn connect_first(addrs: &[SocketAddr], trace: &mut Trace, deadline: Deadli
                 return Ok(stream);
             }
             Ok(Err(source)) => last = Some(ProbeError::Connect { addr: *addr, source }),
-            Err(_) => last = Some(ProbeError::Timeout { phase: Phase::Connect, after: deadline.budget }),
+            Err(_) => {
+                last = Some(ProbeError::Timeout {
+                    phase: Phase::Connect,
+                    after: deadline.budget,
+                })
+            }
         }
         trace.address = Some(*addr);
     }
-    Err(last.unwrap_or(ProbeError::Timeout { phase: Phase::Connect, after: deadline.budget }))
+    Err(last.unwrap_or(ProbeError::Timeout {
+        phase: Phase::Connect,
+        after: deadline.budget,
+    }))
 }

@@ -36,7 +36,8 @@ pub enum TlsConfigError {
 /// The crypto provider every TLS config here uses.
 pub fn provider() -> Arc<CryptoProvider> {
     static P: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
-    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())).clone()
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
 }
 
 /// The system's trust roots, loaded once per process.
@@ -84,8 +85,8 @@ pub fn settings(
     identity: Option<ClientIdentity>,
 ) -> Result<TlsSettings, TlsConfigError> {
     let bare = server_name.trim_start_matches('[').trim_end_matches(']');
-    let server_name = ServerName::try_from(bare.to_string())
-        .map_err(|_| TlsConfigError::BadServerName(server_name.to_string()))?;
+    let server_name =
+        ServerName::try_from(bare.to_string()).map_err(|_| TlsConfigError::BadServerName(server_name.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = if insecure_skip_verify {
         Arc::new(AcceptAnyCert)
     } else {
@@ -114,8 +115,16 @@ pub fn settings(
 }
 
 /// Probes a target with tcp + a TLS handshake.
-pub async fn probe(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
-    let settings = target.tls.as_ref().expect("validation gives every tls target its settings");
+pub async fn probe(
+    target: &Target,
+    ctx: &ProbeContext,
+    trace: &mut Trace,
+    deadline: Deadline,
+) -> Result<(), ProbeError> {
+    let settings = target
+        .tls
+        .as_ref()
+        .expect("validation gives every tls target its settings");
     let tcp = tcp::connect(ctx, &target.endpoint, trace, deadline).await?;
     handshake(tcp, settings, trace, deadline).await.map(drop)
 }
@@ -139,7 +148,10 @@ pub async fn handshake_alpn(
     alpn: &[&[u8]],
 ) -> Result<TlsStream<TcpStream>, ProbeError> {
     let seen = Arc::new(Mutex::new(None));
-    let verifier = Arc::new(Recording { inner: settings.verifier.clone(), seen: seen.clone() });
+    let verifier = Arc::new(Recording {
+        inner: settings.verifier.clone(),
+        seen: seen.clone(),
+    });
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .expect("the ring provider supports the default versions")
@@ -148,7 +160,9 @@ pub async fn handshake_alpn(
     let mut config = match &settings.client_identity {
         Some(id) => builder
             .with_client_auth_cert(id.chain.clone(), id.key.clone_key())
-            .map_err(|e| ProbeError::Tls { source: std::io::Error::other(e) })?,
+            .map_err(|e| ProbeError::Tls {
+                source: std::io::Error::other(e),
+            })?,
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -218,7 +232,8 @@ impl ServerCertVerifier for Recording {
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         *self.seen.lock().expect("not poisoned") = Some(end_entity.clone().into_owned());
-        self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        self.inner
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
     }
     fn verify_tls12_signature(
         &self,

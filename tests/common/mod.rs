@@ -11,7 +11,10 @@ use pathprobe::target::{ResolverSettings, Target};
 
 /// Options with a short timeout, so failing cases finish fast.
 pub fn opts() -> AdhocOptions {
-    AdhocOptions { timeout: Duration::from_millis(1500), ..AdhocOptions::default() }
+    AdhocOptions {
+        timeout: Duration::from_millis(1500),
+        ..AdhocOptions::default()
+    }
 }
 
 /// The one target an ad-hoc argument names.
@@ -23,8 +26,12 @@ pub fn adhoc(arg: &str, opts: &AdhocOptions) -> Target {
 
 /// A context resolving through `nameserver`, or the system's resolver.
 pub fn ctx(nameserver: Option<std::net::SocketAddr>) -> ProbeContext {
-    let settings = ResolverSettings { nameservers: nameserver.into_iter().collect() };
-    ProbeContext { resolver: Arc::new(Resolver::new(&settings).expect("resolver")) }
+    let settings = ResolverSettings {
+        nameservers: nameserver.into_iter().collect(),
+    };
+    ProbeContext {
+        resolver: Arc::new(Resolver::new(&settings).expect("resolver")),
+    }
 }
 
 /// Probes once with the system resolver.
@@ -39,7 +46,9 @@ pub async fn check(arg: &str, opts: &AdhocOptions) -> ProbeResult {
 
 /// The targets of an inventory written in YAML (files relative to `dir`).
 pub fn inventory(yaml: &str, dir: &Path) -> Vec<Target> {
-    pathprobe::config::parse(yaml, dir).unwrap_or_else(|e| panic!("inventory invalid:\n{e}")).targets
+    pathprobe::config::parse(yaml, dir)
+        .unwrap_or_else(|e| panic!("inventory invalid:\n{e}"))
+        .targets
 }
 
 /// Writes `content` to `dir/name` and returns the path.

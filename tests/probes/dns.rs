@@ -88,5 +88,9 @@ async fn of_several_addresses_the_first_that_accepts_is_used_and_recorded() {
     let url = format!("tcp://two.test:{}", server.addr.port());
     let r = probe::probe(&adhoc(&url, &opts()), &ctx(Some(dns.addr))).await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
-    assert_eq!(r.trace.address, Some(server.addr), "127.0.0.2 refused, 127.0.0.1 accepted");
+    assert_eq!(
+        r.trace.address,
+        Some(server.addr),
+        "127.0.0.2 refused, 127.0.0.1 accepted"
+    );
 }

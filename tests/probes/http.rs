@@ -37,10 +37,20 @@ async fn http_401_403_and_407_are_http_auth() {
 #[tokio::test]
 async fn api_server_proxy_503_is_http_server_error() {
     let server = testbed::http(|_: &testbed::Seen<'_>| {
-        Reply::new(503, "Error trying to reach service: 'dial tcp 10.244.2.17:8082: i/o timeout'")
+        Reply::new(
+            503,
+            "Error trying to reach service: 'dial tcp 10.244.2.17:8082: i/o timeout'",
+        )
     })
     .await;
-    let r = check(&format!("http://{}/api/v1/namespaces/argocd/services/x:8082/proxy/metrics", server.addr), &opts()).await;
+    let r = check(
+        &format!(
+            "http://{}/api/v1/namespaces/argocd/services/x:8082/proxy/metrics",
+            server.addr
+        ),
+        &opts(),
+    )
+    .await;
     assert_eq!(r.reason, Reason::HttpServerError);
 }
 
@@ -49,14 +59,20 @@ async fn unexpected_status_is_http_status_and_expect_status_accepts_it() {
     let server = status_server(404).await;
     let url = format!("http://{}/", server.addr);
     assert_eq!(check(&url, &opts()).await.reason, Reason::HttpStatus);
-    let o = AdhocOptions { expect_status: Some("404".into()), ..opts() };
+    let o = AdhocOptions {
+        expect_status: Some("404".into()),
+        ..opts()
+    };
     assert_eq!(check(&url, &o).await.reason, Reason::None);
 }
 
 #[tokio::test]
 async fn a_server_that_never_answers_is_http_timeout_within_the_timeout() {
     let server = testbed::hanging().await;
-    let o = AdhocOptions { timeout: Duration::from_millis(500), ..opts() };
+    let o = AdhocOptions {
+        timeout: Duration::from_millis(500),
+        ..opts()
+    };
     let started = std::time::Instant::now();
     let r = check(&format!("http://{}/", server.addr), &o).await;
     assert_eq!(r.reason, Reason::HttpTimeout, "{:?}", r.error);
@@ -66,10 +82,16 @@ async fn a_server_that_never_answers_is_http_timeout_within_the_timeout() {
 #[tokio::test]
 async fn a_body_that_drips_forever_is_http_timeout() {
     let server = testbed::dripping(Duration::from_millis(50)).await;
-    let o = AdhocOptions { timeout: Duration::from_millis(600), ..opts() };
+    let o = AdhocOptions {
+        timeout: Duration::from_millis(600),
+        ..opts()
+    };
     let r = check(&format!("http://{}/", server.addr), &o).await;
     assert_eq!(r.reason, Reason::HttpTimeout, "{:?}", r.error);
-    assert!(r.trace.phase(Phase::Transfer).is_some(), "the time went to the transfer");
+    assert!(
+        r.trace.phase(Phase::Transfer).is_some(),
+        "the time went to the transfer"
+    );
 }
 
 #[tokio::test]
@@ -95,10 +117,20 @@ async fn a_non_http_service_is_http_protocol() {
 
 #[tokio::test]
 async fn https_to_a_self_signed_server_is_tls_untrusted_and_insecure_passes() {
-    let server = testbed::https(&testbed::self_signed(&["127.0.0.1"]), |_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let server = testbed::https(&testbed::self_signed(&["127.0.0.1"]), |_: &testbed::Seen<'_>| {
+        Reply::new(200, "ok")
+    })
+    .await;
     let url = format!("https://{}/", server.addr);
     assert_eq!(check(&url, &opts()).await.reason, Reason::TlsUntrusted);
-    let r = check(&url, &AdhocOptions { insecure: true, ..opts() }).await;
+    let r = check(
+        &url,
+        &AdhocOptions {
+            insecure: true,
+            ..opts()
+        },
+    )
+    .await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
     assert!(r.trace.phase(Phase::Tls).is_some());
 }
@@ -135,7 +167,11 @@ async fn basic_auth_and_bearer_credentials_are_sent_from_their_files_and_never_s
     let seen = Arc::new(Mutex::new(Vec::<String>::new()));
     let s = seen.clone();
     let server = testbed::http(move |req: &testbed::Seen<'_>| {
-        let auth = req.headers.get("authorization").map(|v| v.to_str().unwrap().to_string()).unwrap_or_default();
+        let auth = req
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
         s.lock().unwrap().push(auth.clone());
         if auth == "Basic cm9vdEBwYW06czNjcmV0LXB3" || auth == "Bearer t0ken-s3cret" {
             Reply::new(200, "ok")
@@ -148,16 +184,33 @@ async fn basic_auth_and_bearer_credentials_are_sent_from_their_files_and_never_s
     let pw = file(dir.path(), "pw", "s3cret-pw\n");
     let token = file(dir.path(), "token", "t0ken-s3cret\n");
     let url = format!("http://{}/", server.addr);
-    let basic = AdhocOptions { basic_auth_user: Some("root@pam".into()), basic_auth_password_file: Some(pw), ..opts() };
+    let basic = AdhocOptions {
+        basic_auth_user: Some("root@pam".into()),
+        basic_auth_password_file: Some(pw),
+        ..opts()
+    };
     let r = check(&url, &basic).await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
-    let bearer = AdhocOptions { bearer_token_file: Some(token), ..opts() };
+    let bearer = AdhocOptions {
+        bearer_token_file: Some(token),
+        ..opts()
+    };
     let target = crate::common::adhoc(&url, &bearer);
-    assert!(!format!("{target:?}").contains("t0ken-s3cret"), "Debug of a target hides the token");
+    assert!(
+        !format!("{target:?}").contains("t0ken-s3cret"),
+        "Debug of a target hides the token"
+    );
     let r = run(&target).await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
     let wrong = file(dir.path(), "wrong", "nope");
-    let r = check(&url, &AdhocOptions { bearer_token_file: Some(wrong), ..opts() }).await;
+    let r = check(
+        &url,
+        &AdhocOptions {
+            bearer_token_file: Some(wrong),
+            ..opts()
+        },
+    )
+    .await;
     assert_eq!(r.reason, Reason::HttpAuth);
     let json = pathprobe::report::json(&target, &r).to_string();
     assert!(!json.contains("nope") && !json.contains("s3cret"), "{json}");
@@ -168,7 +221,8 @@ async fn basic_auth_and_bearer_credentials_are_sent_from_their_files_and_never_s
 async fn redirects_are_not_followed_unless_asked() {
     let target = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "landed")).await;
     let location = format!("http://{}/landed", target.addr);
-    let redirect = testbed::http(move |_: &testbed::Seen<'_>| Reply::new(302, "").header("location", location.clone())).await;
+    let redirect =
+        testbed::http(move |_: &testbed::Seen<'_>| Reply::new(302, "").header("location", location.clone())).await;
     let dir = tempfile::tempdir().unwrap();
     let yaml = format!(
         "agent: {{ source_cluster: t }}\ntargets:\n  - {{ name: stay, kind: http, url: \"http://{0}/\" }}\n  - {{ name: follow, kind: http, url: \"http://{0}/\", max_redirects: 3, expect: {{ body_regex: landed }} }}\n",

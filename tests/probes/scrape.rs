@@ -21,7 +21,10 @@ async fn scrape_asks_as_prometheus_does_and_counts_samples() {
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
     assert_eq!(r.trace.samples, Some(3));
     let headers = seen.lock().unwrap().clone().unwrap();
-    assert!(headers["accept"].to_str().unwrap().starts_with("application/openmetrics-text;version=1.0.0"));
+    assert!(headers["accept"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text;version=1.0.0"));
     assert!(headers["user-agent"].to_str().unwrap().starts_with("Prometheus/"));
     assert_eq!(headers["x-prometheus-scrape-timeout-seconds"], "1.5");
 }
@@ -49,7 +52,9 @@ async fn scrape_of_a_gzipped_body_is_decoded() {
     let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     enc.write_all(NODE_EXPORTER.as_bytes()).unwrap();
     let gz = enc.finish().unwrap();
-    let server = testbed::http(move |_: &testbed::Seen<'_>| Reply::new(200, gz.clone()).header("content-encoding", "gzip")).await;
+    let server =
+        testbed::http(move |_: &testbed::Seen<'_>| Reply::new(200, gz.clone()).header("content-encoding", "gzip"))
+            .await;
     let r = check(&format!("scrape+http://{}/metrics", server.addr), &opts()).await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
     assert_eq!(r.trace.samples, Some(3));

@@ -18,7 +18,11 @@ async fn tcp_probe_to_a_listening_port_succeeds_and_records_the_address() {
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
     assert_eq!(r.trace.address, Some(server.addr));
     assert!(r.trace.phase(Phase::Connect).is_some());
-    assert!(r.trace.phase(Phase::Resolve).is_none(), "a literal address is not resolved");
+    assert_eq!(
+        r.trace.phase(Phase::Resolve),
+        Some(Duration::ZERO),
+        "a literal address needs no lookup"
+    );
 }
 
 #[tokio::test]
@@ -43,12 +47,23 @@ async fn tls_probe_trusting_the_issuing_ca_succeeds_and_reports_the_session() {
     let ca = TestCa::new();
     let server = testbed::https(&ca.issue_valid(&["127.0.0.1"]), ok).await;
     let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let r = check(&format!("tls://{}", server.addr), &AdhocOptions { ca_file: Some(ca_file), ..opts() }).await;
+    let r = check(
+        &format!("tls://{}", server.addr),
+        &AdhocOptions {
+            ca_file: Some(ca_file),
+            ..opts()
+        },
+    )
+    .await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
     let tls = r.trace.tls.clone().expect("tls facts");
     assert_eq!(tls.version, "TLSv1.3");
     assert!(tls.cipher.starts_with("TLS13_"), "{}", tls.cipher);
-    let left = tls.peer_cert_not_after.unwrap().duration_since(SystemTime::now()).unwrap();
+    let left = tls
+        .peer_cert_not_after
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap();
     assert!(left > Duration::from_secs(360 * 86_400));
     assert!(tls.peer_cert_subject.unwrap().contains("CN=127.0.0.1"));
     assert!(r.trace.phase(Phase::Tls).is_some());
@@ -68,10 +83,21 @@ async fn tls_probe_of_an_expired_certificate_is_tls_expired() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
-    let cert = ca.issue(&["127.0.0.1"], now - time::Duration::days(100), now - time::Duration::days(10));
+    let cert = ca.issue(
+        &["127.0.0.1"],
+        now - time::Duration::days(100),
+        now - time::Duration::days(10),
+    );
     let server = testbed::https(&cert, ok).await;
     let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let r = check(&format!("tls://{}", server.addr), &AdhocOptions { ca_file: Some(ca_file), ..opts() }).await;
+    let r = check(
+        &format!("tls://{}", server.addr),
+        &AdhocOptions {
+            ca_file: Some(ca_file),
+            ..opts()
+        },
+    )
+    .await;
     assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
     let not_after = r.trace.tls.unwrap().peer_cert_not_after.unwrap();
     assert!(not_after < SystemTime::now());
@@ -82,10 +108,21 @@ async fn tls_probe_of_a_not_yet_valid_certificate_is_tls_expired() {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
-    let cert = ca.issue(&["127.0.0.1"], now + time::Duration::days(10), now + time::Duration::days(100));
+    let cert = ca.issue(
+        &["127.0.0.1"],
+        now + time::Duration::days(10),
+        now + time::Duration::days(100),
+    );
     let server = testbed::https(&cert, ok).await;
     let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let r = check(&format!("tls://{}", server.addr), &AdhocOptions { ca_file: Some(ca_file), ..opts() }).await;
+    let r = check(
+        &format!("tls://{}", server.addr),
+        &AdhocOptions {
+            ca_file: Some(ca_file),
+            ..opts()
+        },
+    )
+    .await;
     assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
 }
 
@@ -95,7 +132,14 @@ async fn tls_probe_of_a_certificate_for_another_name_is_tls_hostname() {
     let ca = TestCa::new();
     let server = testbed::https(&ca.issue_valid(&["grafana.example.internal"]), ok).await;
     let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let r = check(&format!("tls://{}", server.addr), &AdhocOptions { ca_file: Some(ca_file), ..opts() }).await;
+    let r = check(
+        &format!("tls://{}", server.addr),
+        &AdhocOptions {
+            ca_file: Some(ca_file),
+            ..opts()
+        },
+    )
+    .await;
     assert_eq!(r.reason, Reason::TlsHostname, "{:?}", r.error);
 }
 
@@ -105,7 +149,11 @@ async fn tls_probe_with_server_name_matching_the_certificate_succeeds() {
     let ca = TestCa::new();
     let server = testbed::https(&ca.issue_valid(&["grafana.example.internal"]), ok).await;
     let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let o = AdhocOptions { ca_file: Some(ca_file), server_name: Some("grafana.example.internal".into()), ..opts() };
+    let o = AdhocOptions {
+        ca_file: Some(ca_file),
+        server_name: Some("grafana.example.internal".into()),
+        ..opts()
+    };
     let r = check(&format!("tls://{}", server.addr), &o).await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
 }
@@ -114,9 +162,20 @@ async fn tls_probe_with_server_name_matching_the_certificate_succeeds() {
 async fn insecure_tls_probe_of_an_expired_certificate_succeeds_and_still_reports_expiry() {
     let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
-    let cert = ca.issue(&["127.0.0.1"], now - time::Duration::days(100), now - time::Duration::days(10));
+    let cert = ca.issue(
+        &["127.0.0.1"],
+        now - time::Duration::days(100),
+        now - time::Duration::days(10),
+    );
     let server = testbed::https(&cert, ok).await;
-    let r = check(&format!("tls://{}", server.addr), &AdhocOptions { insecure: true, ..opts() }).await;
+    let r = check(
+        &format!("tls://{}", server.addr),
+        &AdhocOptions {
+            insecure: true,
+            ..opts()
+        },
+    )
+    .await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
     assert!(r.trace.tls.unwrap().peer_cert_not_after.unwrap() < SystemTime::now());
 }
@@ -131,7 +190,10 @@ async fn tls_probe_of_a_plain_http_port_is_tls_handshake() {
 #[tokio::test]
 async fn tls_probe_of_a_server_that_never_answers_the_hello_is_tls_timeout() {
     let server = testbed::hanging().await;
-    let o = AdhocOptions { timeout: Duration::from_millis(400), ..opts() };
+    let o = AdhocOptions {
+        timeout: Duration::from_millis(400),
+        ..opts()
+    };
     let started = std::time::Instant::now();
     let r = check(&format!("tls://{}", server.addr), &o).await;
     assert_eq!(r.reason, Reason::TlsTimeout, "{:?}", r.error);

@@ -1,0 +1,250 @@
+//! The binary as users run it: exit codes, output formats, and secrets kept out of both.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Output, Stdio};
+
+use pathprobe::testbed::{self, Reply};
+
+fn pathprobe(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .args(args)
+        .output()
+        .expect("running pathprobe")
+}
+
+async fn pathprobe_async(args: Vec<String>) -> Output {
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        pathprobe(&args)
+    })
+    .await
+    .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn check_json_prints_the_contract_object_and_exits_1_on_failure() {
+    let addr = testbed::refused_port().await;
+    let out = pathprobe_async(vec!["check".into(), "--json".into(), format!("tcp://{addr}")]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let lines: Vec<_> = stdout(&out).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 1);
+    let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
+    assert_eq!(v["target"], format!("tcp://{addr}"));
+    assert_eq!(v["kind"], "tcp");
+    assert_eq!(v["success"], false);
+    assert_eq!(v["reason"], "connect_refused");
+    assert!(v["duration_seconds"].as_f64().unwrap() > 0.0);
+    let phases = v["phases"].as_object().unwrap();
+    assert_eq!(phases.keys().collect::<Vec<_>>(), ["connect", "resolve"]);
+    assert_eq!(phases["resolve"], 0.0);
+    assert!(v["http_status"].is_null() && v["tls"].is_null());
+    assert!(v["error"].as_str().unwrap().contains("refused"));
+}
+
+#[tokio::test]
+async fn check_of_a_healthy_target_exits_0_with_a_table_and_verdict() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let out = pathprobe_async(vec!["check".into(), format!("http://{}/healthz", server.addr)]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("TARGET"), "{text}");
+    assert!(text.contains("REQUEST") && text.contains("none"), "{text}");
+    assert!(text.contains("ok   http://") && text.contains("HTTP 200"), "{text}");
+}
+
+#[tokio::test]
+async fn check_of_several_targets_prints_one_line_each_and_fails_if_any_failed() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let refused = testbed::refused_port().await;
+    let out = pathprobe_async(vec![
+        "check".into(),
+        "--json".into(),
+        format!("http://{}/", server.addr),
+        format!("tcp://{refused}"),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    let reasons: Vec<String> = stdout(&out)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["reason"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(reasons, ["none", "connect_refused"]);
+}
+
+#[test]
+fn check_of_an_unknown_name_is_a_usage_error() {
+    let out = pathprobe(&["check", "talos-node-exporter"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("neither a target name"), "{}", stderr(&out));
+}
+
+#[test]
+fn check_never_echoes_credentials_from_a_url() {
+    let out = pathprobe(&["check", "https://admin:hunter2@127.0.0.1:1/"]);
+    assert_eq!(out.status.code(), Some(2));
+    let all = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(!all.contains("hunter2") && !all.contains("admin:"), "{all}");
+    assert!(all.contains("password_file") || all.contains("--basic-auth"), "{all}");
+}
+
+#[test]
+fn check_with_a_missing_password_file_is_a_usage_error_naming_the_flag() {
+    let out = pathprobe(&[
+        "check",
+        "--basic-auth-user",
+        "root@pam",
+        "--basic-auth-password-file",
+        "/nonexistent/pw",
+        "http://127.0.0.1:1/",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("/nonexistent/pw"), "{}", stderr(&out));
+}
+
+#[test]
+fn validate_accepts_the_seed_inventory() {
+    let out = pathprobe(&[
+        "validate",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/inventory.yaml"),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("valid"));
+}
+
+#[test]
+fn validate_prints_every_error_with_its_field_path_and_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "agent: { source_cluster: prod }\ntargets:\n  - { name: a, kind: http, url: \"http://10.0.0.1:9100/\", timeout: 5 minutes }\n  - { name: b, kind: tls, address: \"10.0.0.1:443\", tls: { ca_file: missing-ca.pem } }\n",
+    )
+    .unwrap();
+    let out = pathprobe(&["validate", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("targets[0].timeout"), "{err}");
+    assert!(err.contains("targets[1].tls.ca_file"), "{err}");
+}
+
+#[tokio::test]
+async fn check_looks_names_up_in_the_config() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "# TYPE up gauge\nup 1\n")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "agent: {{ source_cluster: prod }}\ntargets:\n  - {{ name: exporter, kind: scrape, url: \"http://{}/metrics\" }}\n  - {{ name: kube-proxy, expected: false, why: Cilium replaces kube-proxy }}\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let out = pathprobe_async(vec![
+        "check".into(),
+        "--config".into(),
+        p.clone(),
+        "--json".into(),
+        "exporter".into(),
+    ])
+    .await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(
+        (v["target"].as_str(), v["kind"].as_str(), v["samples"].as_u64()),
+        (Some("exporter"), Some("scrape"), Some(1))
+    );
+    let out = pathprobe_async(vec!["check".into(), "--config".into(), p, "kube-proxy".into()]).await;
+    assert!(stderr(&out).contains("documented absent"), "{}", stderr(&out));
+}
+
+#[test]
+fn demo_once_shows_one_target_per_failure_class() {
+    let out = pathprobe(&["demo", "--once"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    for reason in [
+        "none",
+        "connect_refused",
+        "http_auth",
+        "http_server_error",
+        "tls_untrusted",
+        "tls_expired",
+        "tls_hostname",
+        "http_timeout",
+        "connection_reset",
+        "http_protocol",
+        "scrape_invalid",
+        "dns_nxdomain",
+    ] {
+        assert!(text.contains(reason), "demo shows {reason}:\n{text}");
+    }
+    assert!(text.contains("kube-scheduler (expected absent"), "{text}");
+}
+
+#[test]
+fn demo_serves_metrics_that_promtool_accepts() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .args(["demo", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            l.strip_prefix("serving ")
+                .and_then(|r| r.split_whitespace().next())
+                .map(String::from)
+        })
+        .expect("the demo says where it serves");
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_string();
+    let mut body = String::new();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    use std::io::Write;
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    stream.read_to_string(&mut body).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    let exposition = body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap();
+    assert!(exposition.contains("pathprobe_failure_reason{"), "{exposition}");
+    assert!(exposition.contains("reason=\"tls_expired\""), "{exposition}");
+    assert!(exposition.contains("pathprobe_target_expected{") && exposition.contains("target=\"kube-scheduler\""));
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is needed (Debian package prometheus; .ci/run installs it)");
+    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let report = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(
+        out.status.success() && report.trim().is_empty(),
+        "promtool check metrics: {report}"
+    );
+}
