@@ -7,6 +7,19 @@ use pathprobe::testbed::{self, Reply, TestCa};
 
 use crate::common::{check, file, opts};
 
+/// Options trusting `ca` (the temporary directory holds its PEM file).
+fn trusting(ca: &TestCa) -> (tempfile::TempDir, AdhocOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
+    (
+        dir,
+        AdhocOptions {
+            ca_file: Some(ca_file),
+            ..opts()
+        },
+    )
+}
+
 fn ok(_: &testbed::Seen<'_>) -> Reply {
     Reply::new(200, "ok\n")
 }
@@ -43,18 +56,10 @@ async fn tcp_probe_over_ipv6_loopback_succeeds() {
 
 #[tokio::test]
 async fn tls_probe_trusting_the_issuing_ca_succeeds_and_reports_the_session() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let server = testbed::https(&ca.issue_valid(&["127.0.0.1"]), ok).await;
-    let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let r = check(
-        &format!("tls://{}", server.addr),
-        &AdhocOptions {
-            ca_file: Some(ca_file),
-            ..opts()
-        },
-    )
-    .await;
+    let (_dir, trust) = trusting(&ca);
+    let r = check(&format!("tls://{}", server.addr), &trust).await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
     let tls = r.trace.tls.clone().expect("tls facts");
     assert_eq!(tls.version, "TLSv1.3");
@@ -80,7 +85,6 @@ async fn tls_probe_of_a_self_signed_certificate_is_untrusted_but_records_it() {
 
 #[tokio::test]
 async fn tls_probe_of_an_expired_certificate_is_tls_expired() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
     let cert = ca.issue(
@@ -89,15 +93,8 @@ async fn tls_probe_of_an_expired_certificate_is_tls_expired() {
         now - time::Duration::days(10),
     );
     let server = testbed::https(&cert, ok).await;
-    let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let r = check(
-        &format!("tls://{}", server.addr),
-        &AdhocOptions {
-            ca_file: Some(ca_file),
-            ..opts()
-        },
-    )
-    .await;
+    let (_dir, trust) = trusting(&ca);
+    let r = check(&format!("tls://{}", server.addr), &trust).await;
     assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
     let not_after = r.trace.tls.unwrap().peer_cert_not_after.unwrap();
     assert!(not_after < SystemTime::now());
@@ -105,7 +102,6 @@ async fn tls_probe_of_an_expired_certificate_is_tls_expired() {
 
 #[tokio::test]
 async fn tls_probe_of_a_not_yet_valid_certificate_is_tls_expired() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
     let cert = ca.issue(
@@ -114,45 +110,28 @@ async fn tls_probe_of_a_not_yet_valid_certificate_is_tls_expired() {
         now + time::Duration::days(100),
     );
     let server = testbed::https(&cert, ok).await;
-    let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let r = check(
-        &format!("tls://{}", server.addr),
-        &AdhocOptions {
-            ca_file: Some(ca_file),
-            ..opts()
-        },
-    )
-    .await;
+    let (_dir, trust) = trusting(&ca);
+    let r = check(&format!("tls://{}", server.addr), &trust).await;
     assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
 }
 
 #[tokio::test]
 async fn tls_probe_of_a_certificate_for_another_name_is_tls_hostname() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let server = testbed::https(&ca.issue_valid(&["grafana.example.internal"]), ok).await;
-    let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
-    let r = check(
-        &format!("tls://{}", server.addr),
-        &AdhocOptions {
-            ca_file: Some(ca_file),
-            ..opts()
-        },
-    )
-    .await;
+    let (_dir, trust) = trusting(&ca);
+    let r = check(&format!("tls://{}", server.addr), &trust).await;
     assert_eq!(r.reason, Reason::TlsHostname, "{:?}", r.error);
 }
 
 #[tokio::test]
 async fn tls_probe_with_server_name_matching_the_certificate_succeeds() {
-    let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new();
     let server = testbed::https(&ca.issue_valid(&["grafana.example.internal"]), ok).await;
-    let ca_file = file(dir.path(), "ca.pem", &ca.cert_pem);
+    let (_dir, trust) = trusting(&ca);
     let o = AdhocOptions {
-        ca_file: Some(ca_file),
         server_name: Some("grafana.example.internal".into()),
-        ..opts()
+        ..trust
     };
     let r = check(&format!("tls://{}", server.addr), &o).await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
@@ -223,15 +202,14 @@ async fn mtls_probe_presents_the_client_certificate() {
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                if let Ok(mut tls) = acceptor.accept(s).await {
-                    use tokio::io::AsyncWriteExt;
-                    let _ = tls.write_all(b"hi").await;
-                }
-            });
+            let presented = match acceptor.accept(s).await {
+                Ok(tls) => tls.get_ref().1.peer_certificates().map(|c| c.len()),
+                Err(_) => None,
+            };
+            let _ = seen_tx.send(presented);
         }
     });
     file(dir.path(), "ca.pem", &ca.cert_pem);
@@ -243,4 +221,9 @@ async fn mtls_probe_presents_the_client_certificate() {
     let targets = crate::common::inventory(&with_identity, dir.path());
     let r = crate::common::run(&targets[0]).await;
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    assert_eq!(
+        seen_rx.recv().await,
+        Some(Some(1)),
+        "the server verified one client certificate"
+    );
 }
