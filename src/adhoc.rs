@@ -123,6 +123,7 @@ pub fn parse(arg: &str, opts: &AdhocOptions) -> Result<Vec<Target>, ConfigErrors
     }
 
     let ctx = Ctx {
+        files: Default::default(),
         base_dir: Path::new(""),
         // One probe, now: the interval only has to be no shorter than the timeout.
         interval: opts.timeout,

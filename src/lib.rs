@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod probe;
 pub mod reason;
 pub mod report;
+pub mod schedule;
 pub mod serve;
 pub mod target;
 pub mod testbed;

@@ -279,4 +279,7 @@ pub struct Inventory {
     pub agent: AgentSettings,
     pub targets: Vec<Target>,
     pub absent: Vec<AbsentTarget>,
+    /// Files the inventory read (secrets, CAs, client identities): a change to any of them is
+    /// a change to the inventory, so the agent reloads.
+    pub files: Vec<std::path::PathBuf>,
 }

@@ -109,6 +109,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
 
     let ctx = Ctx {
         base_dir,
+        files: Default::default(),
         interval,
         timeout,
         body_limit,
@@ -124,6 +125,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         },
         targets: Vec::new(),
         absent: Vec::new(),
+        files: Vec::new(),
     };
     let raw_targets = raw.targets.as_deref().unwrap_or_default();
     if raw_targets.is_empty() {
@@ -169,6 +171,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
     }
 
     if d.errors.is_empty() {
+        inventory.files = ctx.files.take().into_iter().collect();
         Ok(Loaded {
             inventory,
             warnings: d.warnings,
@@ -239,6 +242,8 @@ fn adhoc_flag(rel: &str) -> &'static str {
 /// What a target inherits from the file (or, for `check`, from the command line).
 pub(crate) struct Ctx<'a> {
     pub base_dir: &'a Path,
+    /// Every file the inventory names (secrets, CA, client identity), for the reload watcher.
+    pub files: std::cell::RefCell<std::collections::BTreeSet<PathBuf>>,
     pub interval: Duration,
     pub timeout: Duration,
     pub body_limit: usize,
@@ -898,7 +903,9 @@ struct TlsInputs {
 }
 
 fn resolve(ctx: &Ctx, p: &str) -> PathBuf {
-    ctx.base_dir.join(p)
+    let path = ctx.base_dir.join(p);
+    ctx.files.borrow_mut().insert(path.clone());
+    path
 }
 
 fn read_file(ctx: &Ctx, p: &str, rel: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<u8>> {
