@@ -488,11 +488,8 @@ mod tests {
             "all running probes ended within the grace"
         );
         assert_eq!(rec.in_flight.lock().unwrap().0, 0);
-        let finished = rec.finished.lock().unwrap();
-        assert!(
-            finished.iter().all(|(_, recorded)| *recorded),
-            "drained probes are recorded"
-        );
+        let all_recorded = rec.finished.lock().unwrap().iter().all(|(_, recorded)| *recorded);
+        assert!(all_recorded, "drained probes are recorded");
         tokio::time::sleep(Duration::from_secs(20)).await;
         assert_eq!(rec.starts.lock().unwrap().len(), started, "nothing starts after drain");
     }
