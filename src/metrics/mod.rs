@@ -10,8 +10,10 @@ use std::sync::Mutex;
 use std::time::UNIX_EPOCH;
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+mod openmetrics;
 
 use crate::probe::{Phase, ProbeResult};
 use crate::reason::Reason;
@@ -218,26 +220,27 @@ impl Exporter {
                 option_env!("PATHPROBE_REVISION").unwrap_or("unknown"),
             ])
             .set(1);
-        for (i, c) in [&probes, &failures, &skipped, &config_reloads].into_iter().enumerate() {
-            let _ = i;
-            registry.register(Box::new(c.clone())).expect("unique metric");
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+            Box::new(success.clone()),
+            Box::new(duration.clone()),
+            Box::new(probe_duration.clone()),
+            Box::new(probes.clone()),
+            Box::new(failures.clone()),
+            Box::new(failure_reason.clone()),
+            Box::new(http_status.clone()),
+            Box::new(cert_not_after.clone()),
+            Box::new(last_probe.clone()),
+            Box::new(expected.clone()),
+            Box::new(skipped.clone()),
+            Box::new(config_reloads.clone()),
+            Box::new(config_last_reload_successful.clone()),
+            Box::new(scheduler_lag.clone()),
+            Box::new(in_flight.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("unique metric names");
         }
-        for g in [&success, &failure_reason, &http_status, &expected, &build_info] {
-            registry.register(Box::new(g.clone())).expect("unique metric");
-        }
-        for g in [&duration, &cert_not_after, &last_probe] {
-            registry.register(Box::new(g.clone())).expect("unique metric");
-        }
-        registry
-            .register(Box::new(probe_duration.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(config_last_reload_successful.clone()))
-            .expect("unique metric");
-        registry
-            .register(Box::new(scheduler_lag.clone()))
-            .expect("unique metric");
-        registry.register(Box::new(in_flight.clone())).expect("unique metric");
+        registry.register(Box::new(build_info)).expect("unique metric names");
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -361,10 +364,114 @@ impl Exporter {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
-        let mut buf = Vec::new();
+        let mut buf = String::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut buf)
+            .encode_utf8(&self.registry.gather(), &mut buf)
             .expect("encoding to memory cannot fail");
-        String::from_utf8(buf).expect("the text encoder writes UTF-8")
+        buf
+    }
+
+    /// The exposition in the format the scraper's `Accept` header asks for, with its content type.
+    pub fn render_for(&self, accept: Option<&str>) -> (&'static str, String) {
+        if openmetrics::wanted(accept) {
+            (openmetrics::CONTENT_TYPE, openmetrics::encode(&self.registry.gather()))
+        } else {
+            (crate::serve::PROMETHEUS_TEXT, self.render())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exposition::{parse, Format};
+
+    fn exporter_with_results() -> (Exporter, Vec<Target>) {
+        let exporter = Exporter::new(&Source {
+            node: "n1".into(),
+            cluster: "prod".into(),
+            network: "host".into(),
+        });
+        let targets: Vec<Target> = ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]
+            .iter()
+            .map(|a| crate::adhoc::parse(a, &Default::default()).unwrap().remove(0))
+            .collect();
+        for t in &targets {
+            exporter.add_target(t);
+        }
+        (exporter, targets)
+    }
+
+    fn result(reason: Reason) -> ProbeResult {
+        ProbeResult {
+            kind: crate::target::Kind::Tcp,
+            reason,
+            trace: Default::default(),
+            total: std::time::Duration::from_millis(3),
+            error: None,
+            finished_at: std::time::SystemTime::now(),
+        }
+    }
+
+    fn series(text: &str, prefix: &str) -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn failure_reason_keeps_exactly_one_series_per_target() {
+        let (e, t) = exporter_with_results();
+        e.observe(&t[0], &result(Reason::ConnectRefused));
+        e.observe(&t[0], &result(Reason::ConnectTimeout));
+        e.observe(&t[0], &result(Reason::None));
+        let text = e.render();
+        let reasons = series(&text, "pathprobe_failure_reason{");
+        assert_eq!(reasons.len(), 1, "{reasons:?}");
+        assert!(reasons[0].contains("reason=\"none\"") && reasons[0].ends_with(" 1"));
+        let failures = series(&text, "pathprobe_failures_total{");
+        assert_eq!(failures.len(), 2, "one counter per reason seen: {failures:?}");
+    }
+
+    #[test]
+    fn a_forgotten_target_leaves_no_series_behind() {
+        let (e, t) = exporter_with_results();
+        e.observe(&t[0], &result(Reason::ConnectRefused));
+        e.observe(&t[1], &result(Reason::None));
+        e.forget(&TargetLabels::of(&t[0]));
+        let text = e.render();
+        assert!(!text.contains("127.0.0.1:1\""), "{text}");
+        assert!(text.contains("127.0.0.1:2\""));
+    }
+
+    #[test]
+    fn source_labels_are_on_every_series() {
+        let (e, t) = exporter_with_results();
+        e.observe(&t[0], &result(Reason::None));
+        let text = e.render();
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                line.contains("source_node=\"n1\"") && line.contains("network=\"host\""),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn openmetrics_is_served_when_asked_and_parses_strictly() {
+        let (e, t) = exporter_with_results();
+        e.observe(&t[0], &result(Reason::ConnectRefused));
+        let (ct, om) = e.render_for(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"));
+        assert!(ct.starts_with("application/openmetrics-text"));
+        let om_summary = parse(&om, Format::OpenMetrics).unwrap();
+        let (ct, text) = e.render_for(Some("text/plain"));
+        assert!(ct.starts_with("text/plain"));
+        let text_summary = parse(&text, Format::PrometheusText).unwrap();
+        assert_eq!(
+            om_summary.samples, text_summary.samples,
+            "the same samples in both formats"
+        );
+        assert!(om.contains("# TYPE pathprobe_probes counter\n") && om.contains("pathprobe_probes_total{"));
     }
 }
