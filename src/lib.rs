@@ -3,6 +3,7 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod adhoc;
+pub mod agent;
 pub mod config;
 pub mod demo;
 pub mod exposition;

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use pathprobe::adhoc::{self, AdhocOptions};
 use pathprobe::probe::{self, ProbeContext, Resolver};
 use pathprobe::target::{ResolverSettings, Target};
-use pathprobe::{config, demo, report};
+use pathprobe::{agent, config, demo, report};
 
 /// Exit code for usage and config errors (the contract's 2).
 const EXIT_USAGE: u8 = 2;
@@ -29,6 +29,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The agent: probe every target of the inventory on its interval, forever; serve /metrics,
+    /// /healthz, /readyz and a status page at /.
+    Run(Box<RunArgs>),
     /// Probe each TARGET once, now, from here, and say what broke.
     Check(Box<CheckArgs>),
     /// Load and validate an inventory; print every error with its field path.
@@ -45,6 +48,31 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9807")]
         listen: SocketAddr,
     },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// The inventory YAML file (watched: changes apply within a couple of seconds; SIGHUP too).
+    #[arg(long)]
+    config: PathBuf,
+    /// Where to serve /metrics, /healthz, /readyz and the status page.
+    #[arg(long, default_value = "0.0.0.0:9807")]
+    listen: SocketAddr,
+    /// Log format: `human`, or `json` (one object per line, for Loki).
+    #[arg(long, default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
+    /// Probes in flight at most, over all targets.
+    #[arg(long, default_value_t = 128)]
+    max_in_flight: usize,
+    /// Random start offset per target, as a fraction of its interval (0 to 1).
+    #[arg(long, default_value_t = 0.05)]
+    jitter: f64,
+    /// How often the inventory and the files it names are checked for changes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    reload_poll: Duration,
+    /// How long running probes may take to finish after SIGTERM/SIGINT.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    drain_grace: Duration,
 }
 
 #[derive(clap::Args)]
@@ -91,15 +119,28 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     config::parse_duration(s).map_err(|e| e.to_string())
 }
 
+/// Logs to stderr; `RUST_LOG` overrides the default level.
+fn init_logging(default_level: &str, json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    if json {
+        builder.json().flatten_event(true).with_target(false).init();
+    } else {
+        builder.init();
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    match &cli.command {
+        Command::Run(args) => init_logging("info", args.log_format == "json"),
+        _ => init_logging("warn", false),
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -108,6 +149,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Run(args) => runtime.block_on(run(*args)),
         Command::Validate { file } => validate(&file),
         Command::Check(args) => runtime.block_on(check(args)),
         Command::Demo { once, listen } => match runtime.block_on(demo::run(once, listen, node_name())) {
@@ -117,6 +159,31 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let opts = agent::Options {
+        config: args.config,
+        listen: args.listen,
+        node: node_name(),
+        schedule: pathprobe::schedule::Settings {
+            max_in_flight: args.max_in_flight,
+            jitter: args.jitter,
+        },
+        reload_poll: args.reload_poll,
+        drain_grace: args.drain_grace,
+    };
+    match agent::run(opts).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ agent::StartError::Config { .. }) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

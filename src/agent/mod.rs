@@ -1,0 +1,351 @@
+//! `pathprobe run`: the long-running agent. Loads the inventory, schedules every target, serves
+//! `/metrics`, `/healthz`, `/readyz` and the status page, reloads on change or SIGHUP, and drains
+//! on SIGTERM/SIGINT.
+
+mod page;
+mod reload;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use thiserror::Error;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::{self, ConfigErrors};
+use crate::metrics::{Exporter, Source, TargetLabels};
+use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
+use crate::schedule::{self, BoxFuture, Hooks, Scheduler};
+use crate::serve::{self, ListenError};
+use crate::target::{Inventory, Target};
+
+pub use status::Status;
+
+/// How the agent runs (from the command line).
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: PathBuf,
+    pub listen: SocketAddr,
+    /// `source_node`.
+    pub node: String,
+    pub schedule: schedule::Settings,
+    /// How often the config file (and the files it names) is checked for changes.
+    pub reload_poll: Duration,
+    /// How long running probes may take to finish at shutdown.
+    pub drain_grace: Duration,
+}
+
+/// Why the agent could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The inventory is invalid (exit 2).
+    #[error("{path}: invalid\n{errors}")]
+    Config { path: String, errors: ConfigErrors },
+    /// The endpoint could not listen.
+    #[error(transparent)]
+    Listen(#[from] ListenError),
+    /// The resolver configuration could not be read.
+    #[error("building the resolver: {0}")]
+    Resolver(String),
+}
+
+/// State shared by the scheduler's hooks, the HTTP endpoint and the control loop.
+struct Shared {
+    exporter: RwLock<Arc<Exporter>>,
+    ctx: RwLock<Arc<ProbeContext>>,
+    status: Status,
+    node: String,
+    source: RwLock<Source>,
+    ready: AtomicBool,
+    draining: AtomicBool,
+}
+
+impl Shared {
+    fn exporter(&self) -> Arc<Exporter> {
+        self.exporter.read().expect("not poisoned").clone()
+    }
+}
+
+/// The scheduler's view of the agent: probe with the engine, record in the exporter and status.
+struct AgentHooks(Arc<Shared>);
+
+impl Hooks for AgentHooks {
+    type Outcome = ProbeResult;
+
+    fn run(&self, target: Arc<Target>) -> BoxFuture<ProbeResult> {
+        let ctx = self.0.ctx.read().expect("not poisoned").clone();
+        Box::pin(async move { probe::probe(&target, &ctx).await })
+    }
+
+    fn started(&self, _: &Target, lag: Duration) {
+        let e = self.0.exporter();
+        e.scheduler_lag.observe(lag.as_secs_f64());
+        e.in_flight.inc();
+    }
+
+    fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
+        let e = self.0.exporter();
+        e.in_flight.dec();
+        if let Some(result) = outcome {
+            e.observe(target, &result);
+            self.0.status.record(target, &result);
+        }
+    }
+
+    fn skipped(&self, target: &Target) {
+        tracing::debug!(target = %target.name, instance = %target.instance, "previous probe still running; tick skipped");
+        self.0.exporter().skipped(target);
+    }
+}
+
+fn source_of(inv: &Inventory, node: &str) -> Source {
+    Source {
+        node: node.to_string(),
+        cluster: inv.agent.source_cluster.clone(),
+        network: inv.agent.network.as_str().to_string(),
+    }
+}
+
+fn context_of(inv: &Inventory) -> Result<ProbeContext, String> {
+    let resolver = Resolver::new(&inv.agent.resolver).map_err(|e| e.to_string())?;
+    Ok(ProbeContext {
+        resolver: Arc::new(resolver),
+    })
+}
+
+/// Declares every target of `inv` in a fresh exporter.
+fn exporter_for(inv: &Inventory, source: &Source) -> Exporter {
+    let e = Exporter::new(source);
+    for t in &inv.targets {
+        e.add_target(t);
+    }
+    for a in &inv.absent {
+        e.add_absent(a);
+    }
+    e.config_last_reload_successful.set(1.0);
+    e
+}
+
+/// Runs the agent until SIGTERM or SIGINT, then drains. Start-up errors come back before
+/// anything runs.
+pub async fn run(opts: Options) -> Result<(), StartError> {
+    let path = opts.config.display().to_string();
+    let loaded = config::load_with_warnings(&opts.config).map_err(|errors| StartError::Config {
+        path: path.clone(),
+        errors,
+    })?;
+    for w in &loaded.warnings {
+        tracing::warn!(config = %path, "{w}");
+    }
+    let inventory = loaded.inventory;
+    let listener = serve::bind(opts.listen).await?;
+    let local = listener.local_addr().unwrap_or(opts.listen);
+    let source = source_of(&inventory, &opts.node);
+    let ctx = context_of(&inventory).map_err(StartError::Resolver)?;
+    let shared = Arc::new(Shared {
+        exporter: RwLock::new(Arc::new(exporter_for(&inventory, &source))),
+        ctx: RwLock::new(Arc::new(ctx)),
+        status: Status::default(),
+        node: opts.node.clone(),
+        source: RwLock::new(source),
+        ready: AtomicBool::new(false),
+        draining: AtomicBool::new(false),
+    });
+    shared.status.set_inventory(&inventory.targets, &inventory.absent);
+
+    let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
+    let mut hangup = signal(SignalKind::hangup()).expect("installing the SIGHUP handler");
+
+    let stop_serving = tokio_util::sync::CancellationToken::new();
+    let server = {
+        let routes = Arc::new(Routes(shared.clone()));
+        let stop = stop_serving.clone();
+        tokio::spawn(serve::serve(listener, routes, async move { stop.cancelled().await }))
+    };
+    tracing::info!(
+        listen = %local, config = %path, targets = inventory.targets.len(), absent = inventory.absent.len(),
+        node = %opts.node, "pathprobe agent started"
+    );
+
+    let mut scheduler = Scheduler::new(Arc::new(AgentHooks(shared.clone())), opts.schedule);
+    let mut watch = reload::Watch::new(&opts.config, &inventory);
+    let mut current = inventory;
+    scheduler.apply(current.targets.clone());
+    shared.ready.store(true, Ordering::Release);
+
+    let mut poll = tokio::time::interval(opts.reload_poll);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!("SIGTERM: draining"); break; }
+            _ = interrupt.recv() => { tracing::info!("SIGINT: draining"); break; }
+            _ = hangup.recv() => {
+                tracing::info!("SIGHUP: reloading the inventory");
+                watch.forget();
+                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts);
+            }
+            _ = poll.tick() => reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts),
+        }
+    }
+
+    shared.draining.store(true, Ordering::Release);
+    let drained = scheduler.drain(opts.drain_grace).await;
+    if drained {
+        tracing::info!("all running probes finished; exiting");
+    } else {
+        tracing::warn!(grace = ?opts.drain_grace, "probes still running after the drain grace; exiting anyway");
+    }
+    stop_serving.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+/// Reloads when the config file or a file it names changed since the last attempt.
+fn reload_if_changed(
+    shared: &Arc<Shared>,
+    scheduler: &mut Scheduler<AgentHooks>,
+    watch: &mut reload::Watch,
+    current: &mut Inventory,
+    opts: &Options,
+) {
+    if !watch.changed() {
+        return;
+    }
+    let exporter = shared.exporter();
+    match config::load_with_warnings(&opts.config) {
+        Err(errors) => {
+            exporter.config_reloads.with_label_values(&["failure"]).inc();
+            exporter.config_last_reload_successful.set(0.0);
+            for e in errors.iter() {
+                tracing::error!(config = %opts.config.display(), "{e}");
+            }
+            tracing::error!(
+                errors = errors.len(),
+                "inventory rejected; the running inventory keeps probing"
+            );
+        }
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                tracing::warn!(config = %opts.config.display(), "{w}");
+            }
+            let next = loaded.inventory;
+            if let Err(e) = apply(shared, scheduler, current, &next) {
+                exporter.config_reloads.with_label_values(&["failure"]).inc();
+                exporter.config_last_reload_successful.set(0.0);
+                tracing::error!(error = %e, "inventory rejected; the running inventory keeps probing");
+                return;
+            }
+            watch.loaded(&next);
+            *current = next;
+            let exporter = shared.exporter();
+            exporter.config_reloads.with_label_values(&["success"]).inc();
+            exporter.config_last_reload_successful.set(1.0);
+        }
+    }
+}
+
+/// Switches the agent to `next`: the schedule, the exporter's series and the status rows.
+fn apply(
+    shared: &Arc<Shared>,
+    scheduler: &mut Scheduler<AgentHooks>,
+    current: &Inventory,
+    next: &Inventory,
+) -> Result<(), String> {
+    let ctx = context_of(next).map_err(|e| format!("building the resolver: {e}"))?;
+    let source = source_of(next, &shared.node);
+    let same_source = *shared.source.read().expect("not poisoned") == source;
+    if same_source {
+        let exporter = shared.exporter();
+        let absent_now: std::collections::HashSet<TargetLabels> =
+            next.absent.iter().map(TargetLabels::of_absent).collect();
+        for a in &current.absent {
+            let key = TargetLabels::of_absent(a);
+            if !absent_now.contains(&key) {
+                exporter.forget(&key);
+            }
+        }
+        for a in &next.absent {
+            exporter.add_absent(a);
+        }
+        for t in &next.targets {
+            exporter.add_target(t);
+        }
+    } else {
+        // The source labels are constant labels of the registry: a new registry, counters restart.
+        let old = shared.exporter();
+        let fresh = Arc::new(exporter_for(next, &source));
+        fresh
+            .config_reloads
+            .with_label_values(&["success"])
+            .inc_by(old.config_reloads.with_label_values(&["success"]).get());
+        fresh
+            .config_reloads
+            .with_label_values(&["failure"])
+            .inc_by(old.config_reloads.with_label_values(&["failure"]).get());
+        *shared.exporter.write().expect("not poisoned") = fresh;
+        *shared.source.write().expect("not poisoned") = source;
+    }
+    *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
+    shared.status.set_inventory(&next.targets, &next.absent);
+    let applied = scheduler.apply(next.targets.clone());
+    let exporter = shared.exporter();
+    for key in &applied.removed {
+        exporter.forget(key);
+    }
+    tracing::info!(
+        added = applied.added.len(),
+        updated = applied.updated.len(),
+        removed = applied.removed.len(),
+        absent = next.absent.len(),
+        "inventory reloaded"
+    );
+    Ok(())
+}
+
+/// The agent's HTTP endpoint.
+struct Routes(Arc<Shared>);
+
+impl serve::Routes for Routes {
+    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>> {
+        let s = &self.0;
+        match path {
+            "/metrics" => {
+                let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
+                let (content_type, body) = s.exporter().render_for(accept);
+                serve::with_type(200, content_type, body)
+            }
+            "/healthz" => serve::text(200, "ok\n"),
+            "/readyz" => {
+                if s.draining.load(Ordering::Acquire) {
+                    serve::text(503, "draining\n")
+                } else if s.ready.load(Ordering::Acquire) {
+                    serve::text(200, "ready\n")
+                } else {
+                    serve::text(503, "starting\n")
+                }
+            }
+            "/" => {
+                let (rows, absent) = s.status.snapshot();
+                let source = s.source.read().expect("not poisoned").clone();
+                let header = page::Header {
+                    node: &source.node,
+                    cluster: &source.cluster,
+                    network: &source.network,
+                    ready: s.ready.load(Ordering::Acquire) && !s.draining.load(Ordering::Acquire),
+                };
+                serve::with_type(
+                    200,
+                    "text/html; charset=utf-8",
+                    page::render(&header, &rows, &absent, SystemTime::now()),
+                )
+            }
+            _ => serve::text(404, "not found; try /metrics, /healthz, /readyz or /\n"),
+        }
+    }
+}

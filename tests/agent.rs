@@ -1,0 +1,499 @@
+//! `pathprobe run` as a process: its live `/metrics` (checked by promtool and by value), reload,
+//! shutdown, and start-up errors.
+
+#[path = "common/agent.rs"]
+mod agent;
+
+use std::time::{Duration, Instant};
+
+use agent::{promtool_check_metrics, series, value, write_atomic, Agent};
+use pathprobe::testbed::{self, Reply};
+
+const SECOND: Duration = Duration::from_secs(1);
+
+fn inventory(body: &str) -> String {
+    format!("agent: {{ source_cluster: lab, network: pod }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n{body}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_exports_every_target_labelled_by_source_and_promtool_accepts_it() {
+    let healthy = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let refused = testbed::refused_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &config,
+        inventory(&format!(
+            "  - {{ name: web, job: web-job, cluster: prod, kind: http, url: \"http://{}/healthz\" }}\n  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n  - {{ name: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\n",
+            healthy.addr
+        )),
+    )
+    .unwrap();
+    let agent = tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "node-a", &[]);
+        let text = agent.wait_metrics("both targets probed", 10 * SECOND, |t| {
+            series(t, "pathprobe_success", &[]).len() == 2
+        });
+        (agent, text)
+    });
+    let (agent, text) = agent.await.unwrap();
+    let web = [
+        ("target", "web"),
+        ("target_job", "web-job"),
+        ("target_cluster", "prod"),
+        ("kind", "http"),
+    ];
+    assert_eq!(value(&text, "pathprobe_success", &web), Some(1.0));
+    let instance = healthy.addr.to_string();
+    assert_eq!(
+        value(&text, "pathprobe_success", &[("target_instance", &instance)]),
+        Some(1.0)
+    );
+    assert_eq!(value(&text, "pathprobe_http_status_code", &web), Some(200.0));
+    assert_eq!(
+        value(
+            &text,
+            "pathprobe_success",
+            &[("target", "db"), ("target_job", "db"), ("target_cluster", "lab")]
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(
+            &text,
+            "pathprobe_failure_reason",
+            &[("target", "db"), ("reason", "connect_refused")]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        series(&text, "pathprobe_failure_reason", &[("target", "db")]).len(),
+        1,
+        "one reason series per target"
+    );
+    assert_eq!(
+        value(
+            &text,
+            "pathprobe_failure_reason",
+            &[("target", "web"), ("reason", "none")]
+        ),
+        Some(1.0)
+    );
+    for line in text.lines().filter(|l| l.starts_with("pathprobe_")) {
+        for label in ["source_node=\"node-a\"", "source_cluster=\"lab\"", "network=\"pod\""] {
+            assert!(line.contains(label), "{label} on {line}");
+        }
+    }
+    assert_eq!(
+        value(&text, "pathprobe_target_expected", &[("target", "kube-scheduler")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&text, "pathprobe_target_expected", &[("target", "web")]),
+        Some(1.0)
+    );
+    assert!(
+        series(&text, "pathprobe_success", &[("target", "kube-scheduler")]).is_empty(),
+        "absent targets are never probed"
+    );
+    for phase in ["resolve", "connect", "tls", "request", "transfer", "total"] {
+        assert!(
+            value(
+                &text,
+                "pathprobe_duration_seconds",
+                &[("target", "web"), ("phase", phase)]
+            )
+            .is_some(),
+            "{phase}"
+        );
+    }
+    assert!(value(&text, "pathprobe_last_probe_timestamp_seconds", &web).unwrap() > 1.7e9);
+    assert_eq!(value(&text, "pathprobe_config_last_reload_successful", &[]), Some(1.0));
+    assert!(text.contains("pathprobe_build_info{"));
+    assert!(text.contains("pathprobe_scheduler_lag_seconds_bucket{"));
+    assert!(text.contains("pathprobe_probes_in_flight{"));
+    assert!(text.contains("pathprobe_probes_skipped_total{"));
+    let (ok, report) = promtool_check_metrics(&text);
+    assert!(ok && report.trim().is_empty(), "promtool check metrics: {report}");
+    let (status, om) = agent.get("/metrics", Some("application/openmetrics-text;version=1.0.0"));
+    assert_eq!(status, 200);
+    assert!(om.ends_with("# EOF\n"));
+    pathprobe::exposition::parse(&om, pathprobe::exposition::Format::OpenMetrics).expect("valid OpenMetrics");
+    assert_eq!(agent.get("/healthz", None).0, 200);
+    assert_eq!(agent.get("/readyz", None).0, 200);
+    assert!(agent.logged("target failing"), "a failing target is logged");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_is_logged_when_the_state_changes_not_on_every_probe() {
+    let refused = testbed::refused_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &config,
+        inventory(&format!("  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n")),
+    )
+    .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        agent.wait_metrics("three probes", 10 * SECOND, |t| {
+            value(t, "pathprobe_probes_total", &[("result", "failure")]).unwrap_or(0.0) >= 3.0
+        });
+        let failing = agent
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|v| v["message"] == "target failing")
+            .count();
+        assert_eq!(failing, 1);
+        let log = agent
+            .logs
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|v| v["message"] == "target failing")
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            (log["target"].as_str(), log["reason"].as_str()),
+            (Some("db"), Some("connect_refused"))
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_valid_reload_applies_keeps_unchanged_targets_and_removes_gone_series() {
+    let a = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "a")).await;
+    let b = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "b")).await;
+    let c = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "c")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    let line = |name: &str, addr: std::net::SocketAddr| {
+        format!("  - {{ name: {name}, kind: http, url: \"http://{addr}/\" }}\n")
+    };
+    std::fs::write(&config, inventory(&(line("a", a.addr) + &line("b", b.addr)))).unwrap();
+    let after = inventory(&(line("a", a.addr) + &line("c", c.addr)));
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        let before = agent.wait_metrics("a and b probed twice", 10 * SECOND, |t| {
+            ["a", "b"].iter().all(|n| {
+                value(t, "pathprobe_probes_total", &[("target", n), ("result", "success")]).unwrap_or(0.0) >= 2.0
+            })
+        });
+        let a_before = value(
+            &before,
+            "pathprobe_probes_total",
+            &[("target", "a"), ("result", "success")],
+        )
+        .unwrap();
+        write_atomic(&config, &after);
+        let started = Instant::now();
+        let text = agent.wait_metrics("the reload applied", 5 * SECOND, |t| {
+            value(t, "pathprobe_config_reloads_total", &[("result", "success")]) == Some(1.0)
+                && value(t, "pathprobe_success", &[("target", "c")]) == Some(1.0)
+        });
+        assert!(started.elapsed() < 3 * SECOND, "applied within a couple of seconds");
+        assert!(
+            !text.contains("target=\"b\""),
+            "every series of the removed target is gone:\n{text}"
+        );
+        let a_after = value(
+            &text,
+            "pathprobe_probes_total",
+            &[("target", "a"), ("result", "success")],
+        )
+        .unwrap();
+        assert!(
+            a_after >= a_before,
+            "the kept target's counters were not reset ({a_before} -> {a_after})"
+        );
+        assert_eq!(value(&text, "pathprobe_config_last_reload_successful", &[]), Some(1.0));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_reload_is_rejected_whole_and_the_old_inventory_keeps_probing() {
+    let a = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "a")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &config,
+        inventory(&format!("  - {{ name: a, kind: http, url: \"http://{}/\" }}\n", a.addr)),
+    )
+    .unwrap();
+    let broken = inventory(&format!(
+        "  - {{ name: a, kind: http, url: \"http://{}/\" }}\n  - {{ name: b, kind: tcp, address: \"10.0.0.1:22\", intreval: 5s }}\n",
+        a.addr
+    ));
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        agent.wait_metrics("a probed", 10 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "a")]) == Some(1.0)
+        });
+        write_atomic(&config, &broken);
+        let text = agent.wait_metrics("the reload rejected", 5 * SECOND, |t| {
+            value(t, "pathprobe_config_reloads_total", &[("result", "failure")]) == Some(1.0)
+        });
+        assert_eq!(value(&text, "pathprobe_config_last_reload_successful", &[]), Some(0.0));
+        let probes = value(
+            &text,
+            "pathprobe_probes_total",
+            &[("target", "a"), ("result", "success")],
+        )
+        .unwrap();
+        agent.wait_metrics("a still probed", 5 * SECOND, |t| {
+            value(t, "pathprobe_probes_total", &[("target", "a"), ("result", "success")]).unwrap() >= probes + 2.0
+        });
+        let logs = agent.logs.lock().unwrap();
+        assert!(
+            logs.iter().any(|v| v["message"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("targets[1].intreval: unknown field")),
+            "the field-path error is logged"
+        );
+        drop(logs);
+        std::thread::sleep(SECOND);
+        let text = agent.metrics();
+        assert_eq!(
+            value(&text, "pathprobe_config_reloads_total", &[("result", "failure")]),
+            Some(1.0),
+            "not retried until it changes"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_symlink_swap_is_picked_up() {
+    let a = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "a")).await;
+    let b = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "b")).await;
+    // The kubelet's layout: inventory.yaml -> ..data/inventory.yaml, ..data -> ..2026_v1.
+    let dir = tempfile::tempdir().unwrap();
+    let v1 = dir.path().join("..v1");
+    let v2 = dir.path().join("..v2");
+    std::fs::create_dir(&v1).unwrap();
+    std::fs::create_dir(&v2).unwrap();
+    std::fs::write(
+        v1.join("inventory.yaml"),
+        inventory(&format!("  - {{ name: a, kind: http, url: \"http://{}/\" }}\n", a.addr)),
+    )
+    .unwrap();
+    std::fs::write(
+        v2.join("inventory.yaml"),
+        inventory(&format!("  - {{ name: b, kind: http, url: \"http://{}/\" }}\n", b.addr)),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("..v1", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/inventory.yaml", dir.path().join("inventory.yaml")).unwrap();
+    let config = dir.path().join("inventory.yaml");
+    let root = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        agent.wait_metrics("a probed", 10 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "a")]) == Some(1.0)
+        });
+        std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        let text = agent.wait_metrics("b after the swap", 5 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "b")]) == Some(1.0)
+        });
+        assert!(series(&text, "pathprobe_success", &[("target", "a")]).is_empty());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_at_once_and_rereads_rotated_secret_files() {
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let s = seen.clone();
+    let server = testbed::http(move |req: &testbed::Seen<'_>| {
+        let auth = req
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        *s.lock().unwrap() = auth.clone();
+        if auth == "Bearer new-token" {
+            Reply::new(200, "ok")
+        } else {
+            Reply::new(401, "no")
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(dir.path().join("token"), "old-token\n").unwrap();
+    std::fs::write(
+        &config,
+        inventory(&format!(
+            "  - {{ name: api, kind: http, url: \"http://{}/\", bearer_token_file: token }}\n",
+            server.addr
+        )),
+    )
+    .unwrap();
+    let extra = inventory(&format!(
+        "  - {{ name: api, kind: http, url: \"http://{0}/\", bearer_token_file: token }}\n  - {{ name: api2, kind: tcp, address: \"{0}\" }}\n",
+        server.addr
+    ));
+    let root = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        // A poll so slow that only SIGHUP can explain a quick reload.
+        let agent = Agent::start(&config, "n", &["--reload-poll", "1h"]);
+        agent.wait_metrics("401 with the old token", 10 * SECOND, |t| {
+            value(
+                t,
+                "pathprobe_failure_reason",
+                &[("target", "api"), ("reason", "http_auth")],
+            ) == Some(1.0)
+        });
+        write_atomic(&config, &extra);
+        agent.signal("HUP");
+        agent.wait_metrics("api2 after SIGHUP", 3 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "api2")]) == Some(1.0)
+        });
+        write_atomic(&root.join("token"), "new-token\n");
+        agent.signal("HUP");
+        agent.wait_metrics("the new token used", 5 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "api")]) == Some(1.0)
+        });
+        assert!(!agent.metrics().contains("new-token"), "secrets never reach a label");
+        let logs = serde_json::to_string(&*agent.logs.lock().unwrap()).unwrap();
+        assert!(
+            !logs.contains("old-token") && !logs.contains("new-token"),
+            "secrets never reach a log line"
+        );
+    })
+    .await
+    .unwrap();
+    assert_eq!(*seen.lock().unwrap(), "Bearer new-token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_reports_not_ready_and_exits_0() {
+    let hanging = testbed::hanging().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &config,
+        "agent: { source_cluster: lab }\ntargets:\n".to_string()
+            + &format!(
+                "  - {{ name: slow, kind: http, url: \"http://{}/\", interval: 5s, timeout: 3s }}\n",
+                hanging.addr
+            ),
+    )
+    .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let mut agent = Agent::start(&config, "n", &["--drain-grace", "10s"]);
+        agent.wait_metrics("the slow probe in flight", 10 * SECOND, |t| {
+            value(t, "pathprobe_probes_in_flight", &[]) == Some(1.0)
+        });
+        agent.signal("TERM");
+        let deadline = Instant::now() + 2 * SECOND;
+        let mut saw_draining = false;
+        while Instant::now() < deadline && !saw_draining {
+            saw_draining = agent.get("/readyz", None) == (503, "draining\n".to_string());
+        }
+        assert!(saw_draining, "not ready while draining");
+        let status = agent.wait_exit(8 * SECOND);
+        assert_eq!(status.code(), Some(0));
+        assert!(
+            agent.logged("all running probes finished; exiting"),
+            "the in-flight probe was let finish"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[test]
+fn a_bad_config_at_start_exits_2_with_every_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &config,
+        "agent: { source_cluster: lab }\ntargets:\n  - { name: a, kind: tcp, address: \"10.0.0.1:22\", timeout: 5 seconds }\n  - { name: b, kind: http, url: \"http://10.0.0.1:9100/\", body_limit: lots }\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .args(["run", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("targets[0].timeout") && err.contains("targets[1].body_limit"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_listen_address_in_use_is_a_clear_error() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(&config, "agent: { source_cluster: lab }\ntargets: []\n").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .args(["run", "--config", config.to_str().unwrap(), "--listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("cannot listen on {addr}: address already in use")),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_target_does_not_slow_the_schedule_of_others() {
+    let hanging = testbed::hanging().await;
+    let fast = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    let mut body = String::new();
+    for i in 0..20 {
+        body += &format!(
+            "  - {{ name: hang{i}, kind: http, url: \"http://{}/h{i}\", timeout: 900ms }}\n",
+            hanging.addr
+        );
+    }
+    body += &format!("  - {{ name: fast, kind: http, url: \"http://{}/\" }}\n", fast.addr);
+    std::fs::write(&config, inventory(&body)).unwrap();
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        std::thread::sleep(Duration::from_millis(4500));
+        let text = agent.metrics();
+        let fast_probes = value(
+            &text,
+            "pathprobe_probes_total",
+            &[("target", "fast"), ("result", "success")],
+        )
+        .unwrap();
+        assert!(
+            fast_probes >= 3.0,
+            "the fast target kept its 1s schedule: {fast_probes} probes in 4.5s"
+        );
+        let skipped: f64 = series(&text, "pathprobe_probes_skipped_total", &[])
+            .iter()
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum();
+        assert_eq!(skipped, 0.0, "a 900ms timeout under a 1s interval never overlaps");
+        let hung = value(
+            &text,
+            "pathprobe_failure_reason",
+            &[("target", "hang0"), ("reason", "http_timeout")],
+        );
+        assert_eq!(hung, Some(1.0));
+    })
+    .await
+    .unwrap();
+}
