@@ -36,6 +36,7 @@ th{font-size:12px;text-transform:uppercase;color:#5b6475}
  tr{margin:0 0 10px;border:1px solid #e3e6eb;border-radius:6px;background:#fff}
  td{border:0;padding:4px 10px}
  td::before{content:attr(data-label);display:block;font-size:11px;text-transform:uppercase;color:#5b6475}
+ .num{white-space:normal}
 }";
 
 /// Renders the page.
@@ -98,7 +99,7 @@ fn row_html(out: &mut String, row: &Row, now: SystemTime) {
     match &row.last {
         None => out.push_str("<td data-label=Reason>—</td><td data-label=Phases>—</td>"),
         Some(r) => {
-            let since = row.since.map(|s| format!(" for {}", ago(now, s))).unwrap_or_default();
+            let since = row.since.map(|s| format!(" for {}", age(now, s))).unwrap_or_default();
             let _ = write!(
                 out,
                 "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div></td>",
@@ -131,16 +132,21 @@ fn row_html(out: &mut String, row: &Row, now: SystemTime) {
 }
 
 fn ago(now: SystemTime, then: SystemTime) -> String {
+    format!("{} ago", age(now, then))
+}
+
+/// How long since `then`, in the largest unit that reads well: `45s`, `12m`, `5h`, `3d`.
+fn age(now: SystemTime, then: SystemTime) -> String {
     let d = now.duration_since(then).unwrap_or(Duration::ZERO);
     let s = d.as_secs();
     if s < 120 {
-        format!("{s}s ago")
+        format!("{s}s")
     } else if s < 7200 {
-        format!("{}m ago", s / 60)
+        format!("{}m", s / 60)
     } else if s < 172_800 {
-        format!("{}h ago", s / 3600)
+        format!("{}h", s / 3600)
     } else {
-        format!("{}d ago", s / 86_400)
+        format!("{}d", s / 86_400)
     }
 }
 
