@@ -15,7 +15,12 @@ use pathprobe::target::{Kind, Target};
 fn targets(n: usize) -> Vec<Target> {
     (0..n)
         .map(|i| {
-            let url = format!("scrape+http://10.{}.{}.{}:9100/metrics", (i >> 16) & 255, (i >> 8) & 255, i & 255);
+            let url = format!(
+                "scrape+http://10.{}.{}.{}:9100/metrics",
+                (i >> 16) & 255,
+                (i >> 8) & 255,
+                i & 255
+            );
             adhoc::parse(&url, &AdhocOptions::default()).unwrap().remove(0)
         })
         .collect()
@@ -23,13 +28,22 @@ fn targets(n: usize) -> Vec<Target> {
 
 fn result(i: usize) -> ProbeResult {
     let mut trace = Trace::default();
-    for (p, ms) in [(Phase::Resolve, 0), (Phase::Connect, 1), (Phase::Request, 3), (Phase::Transfer, 2)] {
+    for (p, ms) in [
+        (Phase::Resolve, 0),
+        (Phase::Connect, 1),
+        (Phase::Request, 3),
+        (Phase::Transfer, 2),
+    ] {
         trace.add(p, Duration::from_millis(ms));
     }
     trace.http_status = Some(200);
     ProbeResult {
         kind: Kind::Scrape,
-        reason: if i % 10 == 0 { Reason::ConnectTimeout } else { Reason::None },
+        reason: if i % 10 == 0 {
+            Reason::ConnectTimeout
+        } else {
+            Reason::None
+        },
         trace,
         total: Duration::from_millis(6),
         error: None,
@@ -38,7 +52,11 @@ fn result(i: usize) -> ProbeResult {
 }
 
 fn exporter(ts: &[Target]) -> Exporter {
-    let e = Exporter::new(&Source { node: "talos-w-1".into(), cluster: "prod".into(), network: "host".into() });
+    let e = Exporter::new(&Source {
+        node: "talos-w-1".into(),
+        cluster: "prod".into(),
+        network: "host".into(),
+    });
     for (i, t) in ts.iter().enumerate() {
         e.add_target(t);
         e.observe(t, &result(i));

@@ -33,13 +33,19 @@ fn main() {
     if std::env::args().any(|a| a == "--list" || a == "--test") {
         return; // `cargo test --benches` asks; this is a load run, not a test.
     }
-    let n: usize = std::env::var("PATHPROBE_LOAD_TARGETS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let n: usize = std::env::var("PATHPROBE_LOAD_TARGETS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
     let run_for = Duration::from_secs(30);
     let targets: Vec<Target> = (0..n)
         .map(|i| {
-            let mut t = adhoc::parse(&format!("tcp://10.{}.{}.{}:9100", (i >> 16) & 255, (i >> 8) & 255, i & 255), &AdhocOptions::default())
-                .unwrap()
-                .remove(0);
+            let mut t = adhoc::parse(
+                &format!("tcp://10.{}.{}.{}:9100", (i >> 16) & 255, (i >> 8) & 255, i & 255),
+                &AdhocOptions::default(),
+            )
+            .unwrap()
+            .remove(0);
             t.interval = Duration::from_secs(10);
             t
         })
@@ -48,7 +54,13 @@ fn main() {
     let lags = Arc::new(Lags::default());
     let started = Instant::now();
     rt.block_on(async {
-        let mut s = Scheduler::new(lags.clone(), Settings { max_in_flight: 128, jitter: 0.05 });
+        let mut s = Scheduler::new(
+            lags.clone(),
+            Settings {
+                max_in_flight: 128,
+                jitter: 0.05,
+            },
+        );
         s.apply(targets);
         tokio::time::sleep(run_for).await;
         s.drain(Duration::from_secs(1)).await;
