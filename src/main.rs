@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use pathprobe::adhoc::{self, AdhocOptions};
 use pathprobe::probe::{self, ProbeContext, Resolver};
-use pathprobe::target::{ResolverSettings, Target};
+use pathprobe::target::{Network, ResolverSettings, Target};
 use pathprobe::{agent, config, demo, report};
 
 /// Exit code for usage and config errors (the contract's 2).
@@ -73,6 +73,12 @@ struct RunArgs {
     /// How long running probes may take to finish after SIGTERM/SIGINT.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     drain_grace: Duration,
+    /// Overrides the inventory's agent.source_cluster (the `source_cluster` label).
+    #[arg(long, env = "PATHPROBE_SOURCE_CLUSTER")]
+    source_cluster: Option<String>,
+    /// Overrides the inventory's agent.network (the `network` label): host or pod.
+    #[arg(long, env = "PATHPROBE_NETWORK", value_parser = ["host", "pod"])]
+    network: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -173,6 +179,10 @@ async fn run(args: RunArgs) -> ExitCode {
         },
         reload_poll: args.reload_poll,
         drain_grace: args.drain_grace,
+        source_cluster: args.source_cluster.filter(|s| !s.is_empty()),
+        network: args
+            .network
+            .map(|n| if n == "pod" { Network::Pod } else { Network::Host }),
     };
     match agent::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,

@@ -497,3 +497,32 @@ async fn a_hanging_target_does_not_slow_the_schedule_of_others() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_overrides_the_inventorys_source_cluster_and_network() {
+    let refused = testbed::refused_port().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &config,
+        inventory(&format!("  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n")),
+    )
+    .unwrap();
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &["--source-cluster", "monit", "--network", "host"]);
+        let text = agent.wait_metrics("db probed", 10 * SECOND, |t| {
+            !series(t, "pathprobe_success", &[]).is_empty()
+        });
+        let line = series(&text, "pathprobe_success", &[("target", "db")])[0];
+        assert!(
+            line.contains("source_cluster=\"monit\"") && line.contains("network=\"host\""),
+            "{line}"
+        );
+        assert!(
+            line.contains("target_cluster=\"lab\""),
+            "the targets' own cluster is the inventory's: {line}"
+        );
+    })
+    .await
+    .unwrap();
+}

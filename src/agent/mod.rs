@@ -38,6 +38,24 @@ pub struct Options {
     pub reload_poll: Duration,
     /// How long running probes may take to finish at shutdown.
     pub drain_grace: Duration,
+    /// Overrides `agent.source_cluster` (one inventory shared by every cluster's overlay).
+    pub source_cluster: Option<String>,
+    /// Overrides `agent.network` (one inventory shared by the host and pod DaemonSets).
+    pub network: Option<crate::target::Network>,
+}
+
+impl Options {
+    /// Loads the inventory and applies the command line's overrides of the agent's identity.
+    fn load(&self) -> Result<config::Loaded, ConfigErrors> {
+        let mut loaded = config::load_with_warnings(&self.config)?;
+        if let Some(cluster) = &self.source_cluster {
+            loaded.inventory.agent.source_cluster = cluster.clone();
+        }
+        if let Some(network) = self.network {
+            loaded.inventory.agent.network = network;
+        }
+        Ok(loaded)
+    }
 }
 
 /// Why the agent could not start.
@@ -135,7 +153,7 @@ fn exporter_for(inv: &Inventory, source: &Source) -> Exporter {
 /// anything runs.
 pub async fn run(opts: Options) -> Result<(), StartError> {
     let path = opts.config.display().to_string();
-    let loaded = config::load_with_warnings(&opts.config).map_err(|errors| StartError::Config {
+    let loaded = opts.load().map_err(|errors| StartError::Config {
         path: path.clone(),
         errors,
     })?;
@@ -218,7 +236,7 @@ fn reload_if_changed(
         return;
     }
     let exporter = shared.exporter();
-    match config::load_with_warnings(&opts.config) {
+    match opts.load() {
         Err(errors) => {
             exporter.config_reloads.with_label_values(&["failure"]).inc();
             exporter.config_last_reload_successful.set(0.0);
