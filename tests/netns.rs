@@ -3,34 +3,16 @@
 //! The probe runs as the real binary inside the client namespace. Needs root; without it every
 //! test fails saying so.
 
+#[path = "common/sh.rs"]
+mod sh;
+
 use std::process::{Child, Command, Stdio};
+
+use sh::{require_root, run};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 const SERVER_IP: &str = "10.254.0.2";
-
-fn run(args: &[&str]) -> String {
-    let out = Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn require_root() {
-    let uid = run(&["id", "-u"]);
-    assert_eq!(
-        uid.trim(),
-        "0",
-        "these tests create network namespaces, veth pairs and nftables rules, which needs root; \
-         run them as root (CI does): sudo -E cargo test --test netns"
-    );
-}
 
 /// A client and a server namespace joined by a veth pair; removed on drop.
 struct Lab {
