@@ -133,7 +133,6 @@ const SUFFIXES: &[(&str, &[Kind])] = &[
 #[derive(Debug, Clone, Copy)]
 struct Family {
     kind: Kind,
-    has_samples: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,10 +326,7 @@ impl<'a> Parser<'a> {
         match self.families.entry(name) {
             Entry::Occupied(_) => Ok(()),
             Entry::Vacant(e) => {
-                e.insert(Family {
-                    kind,
-                    has_samples: false,
-                });
+                e.insert(Family { kind });
                 Ok(())
             }
         }
@@ -343,27 +339,17 @@ impl<'a> Parser<'a> {
             return;
         }
         self.last_sample_name = Some(name);
-        if let Some(family) = self.families.get_mut(name) {
-            family.has_samples = true;
+        if self.families.contains_key(name) {
             return;
         }
         for (suffix, kinds) in SUFFIXES {
             if let Some(base) = name.strip_suffix(suffix) {
-                if let Some(family) = self.families.get_mut(base) {
-                    if kinds.contains(&family.kind) {
-                        family.has_samples = true;
-                        return;
-                    }
+                if self.families.get(base).is_some_and(|f| kinds.contains(&f.kind)) {
+                    return;
                 }
             }
         }
-        self.families.insert(
-            name,
-            Family {
-                kind: Kind::Unknown,
-                has_samples: true,
-            },
-        );
+        self.families.insert(name, Family { kind: Kind::Unknown });
     }
 
     /// A sample line whose first token starts at `start`:
