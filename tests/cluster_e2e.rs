@@ -1,0 +1,335 @@
+//! The package end to end, as on a small cluster: two agents, each in its own network namespace
+//! as if on separate nodes, a target host, and a real Prometheus with the shipped rules, all on a
+//! bridge inside namespaces this test creates. Every dashboard panel's query must return data,
+//! and a fault on one node's path must make `PathprobeNodePathBroken` true for that node and
+//! target only. Needs root.
+
+#[path = "common/sh.rs"]
+mod sh;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use sh::{in_ns, require_root, run};
+
+const SRV: &str = "10.77.0.2";
+const MON: &str = "10.77.0.100";
+
+/// Namespaces on one bridge; processes and namespaces removed on drop.
+struct Cluster {
+    prefix: String,
+    namespaces: Vec<String>,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        require_root();
+        static N: AtomicU32 = AtomicU32::new(0);
+        let prefix = format!("pe{}{}", std::process::id() % 10_000, N.fetch_add(1, Ordering::SeqCst));
+        let mut c = Cluster {
+            prefix,
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let lan = c.ns("lan");
+        in_ns(&lan, &["ip", "link", "add", "br0", "type", "bridge"]);
+        in_ns(&lan, &["ip", "link", "set", "br0", "up"]);
+        c
+    }
+
+    fn ns(&mut self, role: &str) -> String {
+        let name = format!("{}{role}", self.prefix);
+        run(&["ip", "netns", "add", &name]);
+        in_ns(&name, &["ip", "link", "set", "lo", "up"]);
+        self.namespaces.push(name.clone());
+        name
+    }
+
+    /// A host on the bridge with `ip`.
+    fn host(&mut self, role: &str, ip: &str) -> String {
+        let ns = self.ns(role);
+        let lan = format!("{}lan", self.prefix);
+        let (inside, outside) = (format!("{}{role}i", self.prefix), format!("{}{role}o", self.prefix));
+        run(&[
+            "ip", "link", "add", &inside, "netns", &ns, "type", "veth", "peer", "name", &outside, "netns", &lan,
+        ]);
+        in_ns(&lan, &["ip", "link", "set", &outside, "master", "br0", "up"]);
+        in_ns(&ns, &["ip", "addr", "add", &format!("{ip}/24"), "dev", &inside]);
+        in_ns(&ns, &["ip", "link", "set", &inside, "up"]);
+        ns
+    }
+
+    fn spawn(&mut self, ns: &str, args: &[&str], env: &[(&str, &str)]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .envs(env.iter().copied())
+            .current_dir(self.dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        self.children.push(child);
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn write(&self, name: &str, text: &str) -> String {
+        std::fs::write(self.dir.path().join(name), text).unwrap();
+        self.path(name)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// Asks Prometheus (inside the `mon` namespace) an instant query; `None` until it answers.
+fn query(mon: &str, promql: &str) -> Option<Vec<serde_json::Value>> {
+    let script = format!(
+        "import json,sys,urllib.parse,urllib.request\nq=urllib.parse.urlencode({{'query':sys.argv[1]}})\nprint(urllib.request.urlopen('http://{MON}:9090/api/v1/query?'+q,timeout=5).read().decode())"
+    );
+    let out = Command::new("ip")
+        .args(["netns", "exec", mon, "python3", "-c", &script, promql])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    if v["status"] != "success" {
+        panic!("query {promql} failed: {v}");
+    }
+    v["data"]["result"].as_array().cloned()
+}
+
+fn wait(
+    mon: &str,
+    promql: &str,
+    within: Duration,
+    cond: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(r) = query(mon, promql) {
+            if cond(&r) {
+                return r;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {promql}: {:?}",
+            query(mon, promql)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Every `expr` of every panel of every shipped dashboard, with Grafana's variables filled in.
+fn dashboard_queries() -> Vec<(String, String)> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/dashboards");
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "json") {
+            continue;
+        }
+        let d: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let mut panels: Vec<serde_json::Value> = d["panels"].as_array().cloned().unwrap_or_default();
+        while let Some(p) = panels.pop() {
+            panels.extend(p["panels"].as_array().cloned().unwrap_or_default());
+            for t in p["targets"].as_array().cloned().unwrap_or_default() {
+                if let Some(expr) = t["expr"].as_str() {
+                    let mut e = expr.to_string();
+                    for var in ["$cluster", "$job", "$node", "$target", "$instance"] {
+                        e = e.replace(var, ".*");
+                    }
+                    e = e
+                        .replace("$__rate_interval", "1m")
+                        .replace("$__range", "5m")
+                        .replace("$__interval", "15s");
+                    let name = format!(
+                        "{} / {}",
+                        path.file_name().unwrap().to_string_lossy(),
+                        p["title"].as_str().unwrap_or("?")
+                    );
+                    out.push((name, e));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_shipped_rules_and_dashboards_work_against_agents_on_separate_nodes() {
+    let mut c = Cluster::new();
+    let srv = c.host("srv", SRV);
+    let n1 = c.host("n1", "10.77.0.11");
+    let n2 = c.host("n2", "10.77.0.12");
+    let mon = c.host("mon", MON);
+
+    // The target host: an exporter (scraped by agents and by Prometheus) and a TLS service.
+    let ca = pathprobe::testbed::TestCa::new();
+    let cert = ca.issue_valid(&[SRV]);
+    std::fs::create_dir(c.dir.path().join("www")).unwrap();
+    c.write("www/metrics", "# TYPE demo_up gauge\ndemo_up 1\n");
+    c.write("ca.pem", &ca.cert_pem);
+    c.write("srv.pem", &cert.cert_pem);
+    c.write("srv.key", &cert.key_pem);
+    let www = c.path("www");
+    c.spawn(
+        &srv,
+        &[
+            "python3",
+            "-m",
+            "http.server",
+            "8080",
+            "--bind",
+            SRV,
+            "--directory",
+            &www,
+        ],
+        &[],
+    );
+    let tls = format!(
+        "import http.server,ssl\ns=http.server.HTTPServer(('{SRV}',8443),http.server.SimpleHTTPRequestHandler)\nx=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nx.load_cert_chain('{}','{}')\ns.socket=x.wrap_socket(s.socket,server_side=True)\ns.serve_forever()",
+        c.path("srv.pem"),
+        c.path("srv.key")
+    );
+    c.spawn(&srv, &["python3", "-c", &tls], &[]);
+
+    // The same inventory on both nodes, as one ConfigMap would give it.
+    let inventory = c.write(
+        "inventory.yaml",
+        &format!(
+            "agent: {{ source_cluster: inventory-default, network: pod }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n  - {{ name: exporter, job: exporter, kind: scrape, url: \"http://{SRV}:8080/metrics\" }}\n  - {{ name: web-tls, job: web, kind: tls, address: \"{SRV}:8443\", tls: {{ ca_file: ca.pem }} }}\n  - {{ name: legacy, job: legacy, kind: tcp, address: \"{SRV}:9\" }}\n  - {{ name: kube-scheduler, job: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\n"
+        ),
+    );
+    let bin = env!("CARGO_BIN_EXE_pathprobe");
+    for (ns, node, ip) in [(&n1, "node-1", "10.77.0.11"), (&n2, "node-2", "10.77.0.12")] {
+        let listen = format!("{ip}:9807");
+        c.spawn(
+            ns,
+            &[
+                bin,
+                "run",
+                "--config",
+                &inventory,
+                "--listen",
+                &listen,
+                "--jitter",
+                "0",
+                "--source-cluster",
+                "lab",
+                "--network",
+                "host",
+            ],
+            &[("NODE_NAME", node)],
+        );
+    }
+
+    let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rules/pathprobe.rules.yaml");
+    let prom_config = c.write(
+        "prometheus.yml",
+        &format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: ['{rules}']\nscrape_configs:\n  - job_name: pathprobe\n    static_configs: [ {{ targets: ['10.77.0.11:9807', '10.77.0.12:9807'] }} ]\n  - job_name: exporter\n    static_configs: [ {{ targets: ['{SRV}:8080'] }} ]\n"
+        ),
+    );
+    let data = c.path("tsdb");
+    let (cfg_flag, data_flag) = (
+        format!("--config.file={prom_config}"),
+        format!("--storage.tsdb.path={data}"),
+    );
+    let listen_flag = format!("--web.listen-address={MON}:9090");
+    c.spawn(&mon, &["prometheus", &cfg_flag, &data_flag, &listen_flag], &[]);
+
+    let long = Duration::from_secs(60);
+    wait(&mon, "count(up == 1)", long, |r| {
+        r.first().is_some_and(|s| s["value"][1] == "3")
+    });
+    wait(
+        &mon,
+        "pathprobe:target_reachable_paths:ratio{target=\"exporter\"}",
+        long,
+        |r| r.first().is_some_and(|s| s["value"][1] == "1"),
+    );
+    let succ = query(&mon, "pathprobe_success").unwrap();
+    assert_eq!(succ.len(), 6, "3 targets x 2 nodes: {succ:?}");
+
+    // Break node-2's path to the exporter: its packets to port 8080 are dropped.
+    in_ns(&n2, &["nft", "add", "table", "inet", "fault"]);
+    in_ns(
+        &n2,
+        &[
+            "nft",
+            "add",
+            "chain",
+            "inet",
+            "fault",
+            "output",
+            "{ type filter hook output priority 0; policy accept; }",
+        ],
+    );
+    in_ns(
+        &n2,
+        &[
+            "nft", "add", "rule", "inet", "fault", "output", "ip", "daddr", SRV, "tcp", "dport", "8080", "drop",
+        ],
+    );
+
+    let broken = wait(&mon, "ALERTS{alertname=\"PathprobeNodePathBroken\"}", long, |r| {
+        !r.is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    let broken_now = query(&mon, "ALERTS{alertname=\"PathprobeNodePathBroken\"}").unwrap();
+    for alerts in [&broken, &broken_now] {
+        assert_eq!(alerts.len(), 1, "one node, one target: {alerts:?}");
+        let m = &alerts[0]["metric"];
+        assert_eq!(
+            (m["source_node"].as_str(), m["target"].as_str()),
+            (Some("node-2"), Some("exporter")),
+            "{m}"
+        );
+        assert_eq!(m["severity"], "warning");
+    }
+    let reason = query(
+        &mon,
+        "pathprobe_failure_reason{source_node=\"node-2\",target=\"exporter\"} == 1",
+    )
+    .unwrap();
+    assert_eq!(reason[0]["metric"]["reason"], "connect_timeout");
+    let unreachable = query(&mon, "ALERTS{alertname=\"PathprobeTargetUnreachable\"}").unwrap();
+    assert!(
+        unreachable.iter().all(|a| a["metric"]["target"] == "legacy"),
+        "only the refused target is down for everyone: {unreachable:?}"
+    );
+    assert!(
+        !unreachable.is_empty(),
+        "the refused target is unreachable from every node"
+    );
+    let absent = query(&mon, "ALERTS{alertname=\"PathprobeTargetExpectedAbsent\"}").unwrap();
+    assert_eq!(absent.len(), 1);
+    assert_eq!(absent[0]["metric"]["job"], "kube-scheduler");
+
+    // Every dashboard panel's query returns data.
+    std::thread::sleep(Duration::from_secs(5));
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 15, "the dashboards have panels: {}", queries.len());
+    let empty: Vec<&(String, String)> = queries
+        .iter()
+        .filter(|(_, q)| query(&mon, q).is_none_or(|r| r.is_empty()))
+        .collect();
+    assert!(empty.is_empty(), "dashboard queries without data: {empty:#?}");
+}
