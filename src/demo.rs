@@ -4,18 +4,15 @@
 
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
-use http_body_util::Full;
 
-use crate::metrics::{Exporter, Source};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::target::{Inventory, Target};
 use crate::testbed::{self, DnsAnswer, Reply, Server, TestCa};
-use crate::{config, report, serve};
+use crate::{agent, config, report, serve};
 
 /// A node-exporter-like body for the healthy scrape target.
 const EXPOSITION: &str = "# HELP node_load1 1m load average.\n# TYPE node_load1 gauge\nnode_load1 0.42\n# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n# TYPE node_cpu_seconds_total counter\nnode_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 12345.6\nnode_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 321.5\n";
@@ -25,6 +22,8 @@ pub struct Fleet {
     _servers: Vec<Server>,
     _dir: tempfile::TempDir,
     pub inventory: Inventory,
+    /// The inventory file the agent loads.
+    pub inventory_path: std::path::PathBuf,
 }
 
 /// Starts the loopback targets and loads the inventory that names them.
@@ -106,10 +105,12 @@ pub async fn start() -> anyhow::Result<Fleet> {
         not_http,
         dns,
     ];
+    let inventory_path = dir.path().join("inventory.yaml");
     Ok(Fleet {
         _servers: servers,
         _dir: dir,
         inventory,
+        inventory_path,
     })
 }
 
@@ -137,7 +138,7 @@ agent:
   network: host
   resolver: {{ nameservers: ["{dns}"] }}
 defaults:
-  interval: 10s
+  interval: 5s
   timeout: 2s
 targets:
   - {{ name: healthy-http, job: demo, kind: http, url: "http://{healthy}/healthz" }}
@@ -199,25 +200,9 @@ pub fn render(inventory: &Inventory, results: &[ProbeResult]) -> String {
     out
 }
 
-/// The demo's endpoint: `/metrics` and the latest table at `/`.
-struct DemoRoutes {
-    exporter: Arc<Exporter>,
-    table: Arc<Mutex<String>>,
-}
-
-impl serve::Routes for DemoRoutes {
-    fn respond(&self, path: &str, _: &http::HeaderMap) -> http::Response<Full<Bytes>> {
-        match path {
-            "/metrics" => serve::with_type(200, serve::PROMETHEUS_TEXT, self.exporter.render()),
-            "/" => serve::text(200, self.table.lock().expect("not poisoned").clone()),
-            "/healthz" | "/readyz" => serve::text(200, "ok\n"),
-            _ => serve::text(404, "not found; try /metrics\n"),
-        }
-    }
-}
-
-/// Runs the demo: one round printed; then, unless `once`, keeps probing and serving `/metrics`
-/// on `listen` until Ctrl-C.
+/// Runs the demo: one round probed and printed; then, unless `once`, the real agent
+/// (`pathprobe run`) on the demo's inventory, serving `/metrics` and the status page on `listen`
+/// until Ctrl-C.
 pub async fn run(once: bool, listen: SocketAddr, node: String) -> anyhow::Result<()> {
     let fleet = start().await?;
     let inventory = &fleet.inventory;
@@ -226,54 +211,24 @@ pub async fn run(once: bool, listen: SocketAddr, node: String) -> anyhow::Result
     let ctx = ProbeContext {
         resolver: Arc::new(resolver),
     };
-    let exporter = Arc::new(Exporter::new(&Source {
-        node,
-        cluster: inventory.agent.source_cluster.clone(),
-        network: inventory.agent.network.as_str().to_string(),
-    }));
-    for t in &inventory.targets {
-        exporter.add_target(t);
-    }
-    for a in &inventory.absent {
-        exporter.add_absent(a);
-    }
     let results = probe_all(inventory, &ctx).await;
-    for (t, r) in inventory.targets.iter().zip(&results) {
-        exporter.observe(t, r);
-    }
-    let table = render(inventory, &results);
-    print!("{table}");
+    print!("{}", render(inventory, &results));
     if once {
         return Ok(());
     }
     let listener = serve::bind(listen).await?;
-    println!(
-        "\nserving http://{}/metrics — re-probing every 10s; Ctrl-C to stop",
-        listener.local_addr()?
-    );
-    let table = Arc::new(Mutex::new(table));
-    let routes = Arc::new(DemoRoutes {
-        exporter: exporter.clone(),
-        table: table.clone(),
-    });
-    let server = tokio::spawn(serve::serve(listener, routes, async {
-        let _ = tokio::signal::ctrl_c().await;
-    }));
-    let mut tick = tokio::time::interval(Duration::from_secs(10));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {
-                let results = probe_all(inventory, &ctx).await;
-                for (t, r) in inventory.targets.iter().zip(&results) {
-                    exporter.observe(t, r);
-                }
-                *table.lock().expect("not poisoned") = render(inventory, &results);
-            }
-            _ = tokio::signal::ctrl_c() => break,
-        }
-    }
-    server.abort();
+    let addr = listener.local_addr()?;
+    println!("\nserving http://{addr}/metrics and the status page http://{addr}/ — the agent probes every 5s; Ctrl-C to stop");
+    let opts = agent::Options {
+        config: fleet.inventory_path.clone(),
+        listen: addr,
+        node,
+        schedule: crate::schedule::Settings::default(),
+        reload_poll: Duration::from_secs(1),
+        drain_grace: Duration::from_secs(3),
+        source_cluster: None,
+        network: None,
+    };
+    agent::run_on(listener, opts).await?;
     Ok(())
 }

@@ -1,6 +1,9 @@
 //! The binary as users run it: exit codes, output formats, and secrets kept out of both.
 
-use std::io::{BufRead, BufReader, Read};
+#[path = "common/agent.rs"]
+mod agent;
+
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
 use pathprobe::testbed::{self, Reply};
@@ -218,33 +221,21 @@ fn demo_serves_metrics_that_promtool_accepts() {
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")
         .to_string();
-    let mut body = String::new();
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-    use std::io::Write;
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    stream.read_to_string(&mut body).unwrap();
+    // The agent spreads its first probes over the 5s interval.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let (status, exposition) = loop {
+        let (status, text) = agent::get(addr.parse().unwrap(), "/metrics", None);
+        if text.contains("reason=\"tls_expired\"") || std::time::Instant::now() > deadline {
+            break (status, text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
     let _ = child.kill();
     let _ = child.wait();
-    let exposition = body.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap();
+    assert_eq!(status, 200);
     assert!(exposition.contains("pathprobe_failure_reason{"), "{exposition}");
     assert!(exposition.contains("reason=\"tls_expired\""), "{exposition}");
     assert!(exposition.contains("pathprobe_target_expected{") && exposition.contains("target=\"kube-scheduler\""));
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is needed (Debian package prometheus; .ci/run installs it)");
-    promtool.stdin.take().unwrap().write_all(exposition.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let report = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(
-        out.status.success() && report.trim().is_empty(),
-        "promtool check metrics: {report}"
-    );
+    let (ok, report) = agent::promtool_check_metrics(&exposition);
+    assert!(ok && report.trim().is_empty(), "promtool check metrics: {report}");
 }

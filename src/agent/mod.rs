@@ -152,6 +152,17 @@ fn exporter_for(inv: &Inventory, source: &Source) -> Exporter {
 /// Runs the agent until SIGTERM or SIGINT, then drains. Start-up errors come back before
 /// anything runs.
 pub async fn run(opts: Options) -> Result<(), StartError> {
+    // Validate before binding, so a bad inventory is reported as such even if the port is busy.
+    opts.load().map_err(|errors| StartError::Config {
+        path: opts.config.display().to_string(),
+        errors,
+    })?;
+    let listener = serve::bind(opts.listen).await?;
+    run_on(listener, opts).await
+}
+
+/// [`run`] on a listener the caller bound (the demo binds first to print its address).
+pub async fn run_on(listener: tokio::net::TcpListener, opts: Options) -> Result<(), StartError> {
     let path = opts.config.display().to_string();
     let loaded = opts.load().map_err(|errors| StartError::Config {
         path: path.clone(),
@@ -161,7 +172,6 @@ pub async fn run(opts: Options) -> Result<(), StartError> {
         tracing::warn!(config = %path, "{w}");
     }
     let inventory = loaded.inventory;
-    let listener = serve::bind(opts.listen).await?;
     let local = listener.local_addr().unwrap_or(opts.listen);
     let source = source_of(&inventory, &opts.node);
     let ctx = context_of(&inventory).map_err(StartError::Resolver)?;
