@@ -65,7 +65,7 @@ struct RunArgs {
     #[arg(long, default_value_t = 128)]
     max_in_flight: usize,
     /// Random start offset per target, as a fraction of its interval (0 to 1).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = parse_fraction)]
     jitter: f64,
     /// How often the inventory and the files it names are checked for changes.
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
@@ -119,6 +119,13 @@ struct CheckArgs {
     /// Targets: names from --config, or tcp://, tls://, http(s)://, scrape+http(s)://, dns:// URLs.
     #[arg(required = true)]
     targets: Vec<String>,
+}
+
+fn parse_fraction(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("`{s}` is not a fraction from 0 to 1, e.g. 0.05")),
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {

@@ -195,8 +195,11 @@ mod libc_code {
 fn tls_reason(err: &io::Error) -> Reason {
     use rustls::CertificateError as C;
     let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
+        // No TLS verdict: the peer reset or closed the established TCP connection mid-handshake.
         return match err.kind() {
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted => Reason::TlsHandshake,
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof => {
+                Reason::ConnectionReset
+            }
             _ => Reason::TlsHandshake,
         };
     };
@@ -232,6 +235,9 @@ fn http_reason(err: &crate::probe::HttpError) -> Reason {
 }
 
 fn io_after_connect(err: &io::Error) -> Reason {
+    if err.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
+        return tls_reason(err);
+    }
     match err.kind() {
         io::ErrorKind::TimedOut => Reason::HttpTimeout,
         io::ErrorKind::InvalidData => Reason::HttpProtocol,

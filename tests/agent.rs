@@ -526,3 +526,89 @@ async fn the_command_line_overrides_the_inventorys_source_cluster_and_network() 
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_failed_for_a_missing_secret_applies_once_the_secret_arrives() {
+    let server = testbed::http(|req: &testbed::Seen<'_>| {
+        match req
+            .headers
+            .get("authorization")
+            .map(|v| v.to_str().unwrap().to_string())
+        {
+            Some(a) if a == "Bearer t" => Reply::new(200, "ok"),
+            _ => Reply::new(401, "no"),
+        }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(
+        &config,
+        inventory(&format!("  - {{ name: a, kind: tcp, address: \"{}\" }}\n", server.addr)),
+    )
+    .unwrap();
+    // The ConfigMap update lands first; the Secret it names comes a moment later.
+    let next = inventory(&format!(
+        "  - {{ name: a, kind: tcp, address: \"{0}\" }}\n  - {{ name: api, kind: http, url: \"http://{0}/\", bearer_token_file: token }}\n",
+        server.addr
+    ));
+    let root = dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        agent.wait_metrics("a probed", 10 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "a")]) == Some(1.0)
+        });
+        write_atomic(&config, &next);
+        agent.wait_metrics("the reload failed", 5 * SECOND, |t| {
+            value(t, "pathprobe_config_last_reload_successful", &[]) == Some(0.0)
+        });
+        std::thread::sleep(SECOND);
+        let text = agent.metrics();
+        assert_eq!(
+            value(&text, "pathprobe_config_reloads_total", &[("result", "failure")]),
+            Some(1.0),
+            "counted once"
+        );
+        write_atomic(&root.join("token"), "t\n");
+        let text = agent.wait_metrics("api probed after the secret arrived", 5 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "api")]) == Some(1.0)
+        });
+        assert_eq!(value(&text, "pathprobe_config_last_reload_successful", &[]), Some(1.0));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_that_becomes_documented_absent_is_exported_as_expected_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    let refused = testbed::refused_port().await;
+    std::fs::write(
+        &config,
+        inventory(&format!(
+            "  - {{ name: kube-proxy, kind: tcp, address: \"{refused}\" }}\n"
+        )),
+    )
+    .unwrap();
+    let absent = inventory(&format!(
+        "  - {{ name: kube-proxy, kind: tcp, address: \"{refused}\", expected: false, why: Cilium replaces it }}\n"
+    ));
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        agent.wait_metrics("probed", 10 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "kube-proxy")]).is_some()
+        });
+        write_atomic(&config, &absent);
+        let text = agent.wait_metrics("no longer probed", 5 * SECOND, |t| {
+            series(t, "pathprobe_success", &[("target", "kube-proxy")]).is_empty()
+        });
+        assert_eq!(
+            value(&text, "pathprobe_target_expected", &[("target", "kube-proxy")]),
+            Some(0.0),
+            "{text}"
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -95,12 +95,38 @@ fn check_of_an_unknown_name_is_a_usage_error() {
 }
 
 #[test]
-fn check_never_echoes_credentials_from_a_url() {
-    let out = pathprobe(&["check", "https://admin:hunter2@127.0.0.1:1/"]);
+fn check_and_validate_never_echo_credentials() {
+    for url in [
+        "https://admin:hunter2@127.0.0.1:1/",
+        "https://admin:hun/ter2#x@127.0.0.1:1/",
+        "tcp://admin:hunter2@127.0.0.1:1",
+    ] {
+        let out = pathprobe(&["check", url]);
+        assert_eq!(out.status.code(), Some(2), "{url}");
+        let all = format!("{}{}", stdout(&out), stderr(&out));
+        assert!(
+            !all.contains("hunter2") && !all.contains("hun/ter2") && !all.contains("admin"),
+            "{all}"
+        );
+        assert!(all.contains("credentials"), "{all}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.yaml");
+    std::fs::write(
+        &path,
+        "agent: { source_cluster: prod }\ntargets:\n  - { name: a, kind: tcp, address: \"admin:Sup3rS3cret@10.0.0.1:22\" }\n  - { name: b, kind: dns, address: \"admin:Sup3rS3cret@db.example\" }\n  - { name: c, kind: http, url: \"https://admin:pa/ss#Sup3rS3cret@10.0.0.1:8006/x\" }\n",
+    )
+    .unwrap();
+    let out = pathprobe(&["validate", path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    let all = format!("{}{}", stdout(&out), stderr(&out));
-    assert!(!all.contains("hunter2") && !all.contains("admin:"), "{all}");
-    assert!(all.contains("password_file") || all.contains("--basic-auth"), "{all}");
+    let err = stderr(&out);
+    assert!(
+        !err.contains("Sup3rS3cret") && !err.contains("admin") && !err.contains("pa/ss"),
+        "{err}"
+    );
+    for field in ["targets[0].address", "targets[1].address", "targets[2].url"] {
+        assert!(err.contains(field), "{field} named: {err}");
+    }
 }
 
 #[test]

@@ -457,7 +457,7 @@ fn a_timeout_longer_than_the_interval_is_a_warning() {
     let w: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         w,
-        ["targets[0].timeout: the timeout 1m is longer than the interval 10s; a probe still running when the next is due makes that one skipped, shorten the timeout or lengthen the interval"]
+        ["targets[0].timeout: the timeout 1m is not below the interval 10s; a probe still running when the next is due makes that one skipped, shorten the timeout or lengthen the interval"]
     );
     // From the defaults: said once, on the defaults.
     let loaded = config::parse_with_warnings(

@@ -93,24 +93,28 @@ impl Shared {
 struct AgentHooks(Arc<Shared>);
 
 impl Hooks for AgentHooks {
-    type Outcome = ProbeResult;
+    /// The result, and the exporter whose in-flight gauge counted the probe (the exporter is
+    /// swapped when the source labels change on reload).
+    type Outcome = (ProbeResult, Arc<Exporter>);
 
-    fn run(&self, target: Arc<Target>) -> BoxFuture<ProbeResult> {
+    fn run(&self, target: Arc<Target>) -> BoxFuture<Self::Outcome> {
         let ctx = self.0.ctx.read().expect("not poisoned").clone();
-        Box::pin(async move { probe::probe(&target, &ctx).await })
+        let exporter = self.0.exporter();
+        Box::pin(async move {
+            exporter.in_flight.inc();
+            let result = probe::probe(&target, &ctx).await;
+            exporter.in_flight.dec();
+            (result, exporter)
+        })
     }
 
     fn started(&self, _: &Target, lag: Duration) {
-        let e = self.0.exporter();
-        e.scheduler_lag.observe(lag.as_secs_f64());
-        e.in_flight.inc();
+        self.0.exporter().scheduler_lag.observe(lag.as_secs_f64());
     }
 
-    fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
-        let e = self.0.exporter();
-        e.in_flight.dec();
-        if let Some(result) = outcome {
-            e.observe(target, &result);
+    fn finished(&self, target: &Target, outcome: Option<Self::Outcome>) {
+        if let Some((result, _)) = outcome {
+            self.0.exporter().observe(target, &result);
             self.0.status.record(target, &result);
         }
     }
@@ -234,7 +238,10 @@ pub async fn run_on(listener: tokio::net::TcpListener, opts: Options) -> Result<
     Ok(())
 }
 
-/// Reloads when the config file or a file it names changed since the last attempt.
+/// Reloads when the config file or a file it names changed since the last attempt, and keeps
+/// retrying while the last attempt failed: a ConfigMap and the Secret it names arrive
+/// separately, so the fix for a failed load may be a file the running inventory never named.
+/// The same failure is logged and counted once.
 fn reload_if_changed(
     shared: &Arc<Shared>,
     scheduler: &mut Scheduler<AgentHooks>,
@@ -242,38 +249,34 @@ fn reload_if_changed(
     current: &mut Inventory,
     opts: &Options,
 ) {
-    if !watch.changed() {
+    if !watch.changed() && watch.last_failure.is_none() {
         return;
     }
+    let outcome = opts.load().map_err(|errors| errors.to_string()).and_then(|loaded| {
+        for w in &loaded.warnings {
+            tracing::warn!(config = %opts.config.display(), "{w}");
+        }
+        let next = loaded.inventory;
+        apply(shared, scheduler, current, &next)?;
+        Ok(next)
+    });
     let exporter = shared.exporter();
-    match opts.load() {
+    match outcome {
+        Ok(next) => {
+            watch.loaded(&next);
+            *current = next;
+            exporter.config_reloads.with_label_values(&["success"]).inc();
+            exporter.config_last_reload_successful.set(1.0);
+        }
+        Err(errors) if watch.last_failure.as_deref() == Some(errors.as_str()) => {}
         Err(errors) => {
             exporter.config_reloads.with_label_values(&["failure"]).inc();
             exporter.config_last_reload_successful.set(0.0);
-            for e in errors.iter() {
+            for e in errors.lines() {
                 tracing::error!(config = %opts.config.display(), "{e}");
             }
-            tracing::error!(
-                errors = errors.len(),
-                "inventory rejected; the running inventory keeps probing"
-            );
-        }
-        Ok(loaded) => {
-            for w in &loaded.warnings {
-                tracing::warn!(config = %opts.config.display(), "{w}");
-            }
-            let next = loaded.inventory;
-            if let Err(e) = apply(shared, scheduler, current, &next) {
-                exporter.config_reloads.with_label_values(&["failure"]).inc();
-                exporter.config_last_reload_successful.set(0.0);
-                tracing::error!(error = %e, "inventory rejected; the running inventory keeps probing");
-                return;
-            }
-            watch.loaded(&next);
-            *current = next;
-            let exporter = shared.exporter();
-            exporter.config_reloads.with_label_values(&["success"]).inc();
-            exporter.config_last_reload_successful.set(1.0);
+            tracing::error!("inventory rejected; the running inventory keeps probing");
+            watch.last_failure = Some(errors);
         }
     }
 }
@@ -288,12 +291,30 @@ fn apply(
     let ctx = context_of(next).map_err(|e| format!("building the resolver: {e}"))?;
     let source = source_of(next, &shared.node);
     let same_source = *shared.source.read().expect("not poisoned") == source;
+    if !same_source {
+        // The source labels are constant labels of the registry: a new registry, counters restart.
+        let old = shared.exporter();
+        let fresh = Arc::new(exporter_for(next, &source));
+        for result in ["success", "failure"] {
+            let before = old.config_reloads.with_label_values(&[result]).get();
+            fresh.config_reloads.with_label_values(&[result]).inc_by(before);
+        }
+        *shared.exporter.write().expect("not poisoned") = fresh;
+        *shared.source.write().expect("not poisoned") = source;
+    }
+    *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
+    shared.status.set_inventory(&next.targets, &next.absent);
+    let applied = scheduler.apply(next.targets.clone());
     if same_source {
+        // Forget first, then declare: a target that became documented-absent under the same
+        // identity keeps its `pathprobe_target_expected 0`.
         let exporter = shared.exporter();
         let absent_now: std::collections::HashSet<TargetLabels> =
             next.absent.iter().map(TargetLabels::of_absent).collect();
-        for a in &current.absent {
-            let key = TargetLabels::of_absent(a);
+        for key in &applied.removed {
+            exporter.forget(key);
+        }
+        for key in current.absent.iter().map(TargetLabels::of_absent) {
             if !absent_now.contains(&key) {
                 exporter.forget(&key);
             }
@@ -304,27 +325,6 @@ fn apply(
         for t in &next.targets {
             exporter.add_target(t);
         }
-    } else {
-        // The source labels are constant labels of the registry: a new registry, counters restart.
-        let old = shared.exporter();
-        let fresh = Arc::new(exporter_for(next, &source));
-        fresh
-            .config_reloads
-            .with_label_values(&["success"])
-            .inc_by(old.config_reloads.with_label_values(&["success"]).get());
-        fresh
-            .config_reloads
-            .with_label_values(&["failure"])
-            .inc_by(old.config_reloads.with_label_values(&["failure"]).get());
-        *shared.exporter.write().expect("not poisoned") = fresh;
-        *shared.source.write().expect("not poisoned") = source;
-    }
-    *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
-    shared.status.set_inventory(&next.targets, &next.absent);
-    let applied = scheduler.apply(next.targets.clone());
-    let exporter = shared.exporter();
-    for key in &applied.removed {
-        exporter.forget(key);
     }
     tracing::info!(
         added = applied.added.len(),

@@ -14,6 +14,8 @@ pub struct Watch {
     config: PathBuf,
     files: Vec<PathBuf>,
     last: Option<u64>,
+    /// The errors of the last attempt, while it failed.
+    pub last_failure: Option<String>,
 }
 
 impl Watch {
@@ -23,13 +25,13 @@ impl Watch {
             config: config.to_path_buf(),
             files: loaded.files.clone(),
             last: None,
+            last_failure: None,
         };
         w.last = Some(w.fingerprint());
         w
     }
 
-    /// True once per change: the fingerprint differs from the last one attempted. A config that
-    /// failed to load is not retried until it changes again.
+    /// True once per change: the fingerprint differs from the last one attempted.
     pub fn changed(&mut self) -> bool {
         let now = self.fingerprint();
         if self.last == Some(now) {
@@ -48,6 +50,7 @@ impl Watch {
     pub fn loaded(&mut self, inv: &Inventory) {
         self.files = inv.files.clone();
         self.last = Some(self.fingerprint());
+        self.last_failure = None;
     }
 
     fn fingerprint(&self) -> u64 {

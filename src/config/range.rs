@@ -26,14 +26,17 @@ impl UrlParts<'_> {
 /// Cuts `scheme://[userinfo@]host[:port][/path…]`. None when there is no `://`.
 pub fn split_url(s: &str) -> Option<UrlParts<'_>> {
     let (scheme, after) = s.split_once("://")?;
-    let end = after.find(['/', '?', '#']).unwrap_or(after.len());
-    let authority = &after[..end];
-    let (has_userinfo, hostport_start) = match authority.rfind('@') {
+    // The userinfo ends at the last `@` before any query: a password may hold `/` or `#`, and
+    // must be found (and never echoed) even then. A legitimate `@` in a path is taken for
+    // userinfo too; refusing such a URL is the safe mistake.
+    let query = after.find('?').unwrap_or(after.len());
+    let (has_userinfo, hostport_start) = match after[..query].rfind('@') {
         Some(at) => (true, at + 1),
         None => (false, 0),
     };
     let hostport = &after[hostport_start..];
-    let host_len = host_len(&hostport[..end - hostport_start]);
+    let end = hostport.find(['/', '?', '#']).unwrap_or(hostport.len());
+    let host_len = host_len(&hostport[..end]);
     Some(UrlParts {
         scheme,
         has_userinfo,
@@ -58,7 +61,7 @@ fn host_len(hostport: &str) -> usize {
 /// Used on anything that may echo a configured value back into an error message.
 pub fn redact_userinfo(s: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^/?#@\s]*@").expect("userinfo regex"));
+    let re = RE.get_or_init(|| Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^?\s]*@").expect("userinfo regex"));
     re.replace_all(s, "$1").into_owned()
 }
 
@@ -212,5 +215,29 @@ mod tests {
         assert!(split_host_port("a").is_err());
         assert!(parse_port("0").is_err());
         assert!(parse_port("65536").is_err());
+    }
+}
+
+#[cfg(test)]
+mod userinfo_tests {
+    use super::*;
+
+    #[test]
+    fn userinfo_with_slash_or_hash_in_the_password_is_found_and_redacted() {
+        for url in [
+            "https://admin:pa/ss#w0rd@10.0.0.1:8006/x",
+            "https://u:p@ss@h:1/",
+            "http://u:p%2F@h/m?x=1",
+        ] {
+            let parts = split_url(url).unwrap();
+            assert!(parts.has_userinfo, "{url}");
+            let shown = redact_userinfo(&format!("bad: {url} here"));
+            for secret in ["pa/ss", "w0rd", "p@ss", "p%2F", "admin"] {
+                assert!(!shown.contains(secret), "{shown}");
+            }
+        }
+        let plain = split_url("http://10.0.0.1:9100/metrics?x=a@b").unwrap();
+        assert!(!plain.has_userinfo, "an @ in the query is not userinfo");
+        assert_eq!(plain.host, "10.0.0.1");
     }
 }

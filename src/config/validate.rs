@@ -554,7 +554,7 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
         parse_duration,
     );
     let timeout = scalar_or(d, &ps.at("timeout"), rt.timeout.as_ref(), ctx.timeout, parse_duration);
-    if timeout > interval {
+    if timeout >= interval {
         let path = if rt.timeout.is_some() {
             ps.at("timeout")
         } else if rt.interval.is_some() {
@@ -565,7 +565,7 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
         d.warn(
             path,
             format!(
-                "the timeout {} is longer than the interval {}; a probe still running when the next is due makes that one skipped, shorten the timeout or lengthen the interval",
+                "the timeout {} is not below the interval {}; a probe still running when the next is due makes that one skipped, shorten the timeout or lengthen the interval",
                 format_duration(timeout),
                 format_duration(interval)
             ),
@@ -573,7 +573,11 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
     }
 
     // HTTP
-    let http_parts = if is_http { http_parts(rt, ps, ctx, d) } else { None };
+    let http_parts = if is_http {
+        http_parts(rt, kind, ps, ctx, d)
+    } else {
+        None
+    };
 
     // DNS
     let mut dns = DnsExpect::default();
@@ -764,9 +768,26 @@ fn dests_from_url(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>>
     Some(out)
 }
 
+/// An `@` in an address means credentials were pasted into it: refused, showing only what
+/// follows the last `@`.
+fn refuse_userinfo(text: &str, ps: &PathStyle, d: &mut Diags) -> bool {
+    let Some(at) = text.rfind('@') else { return false };
+    d.error(
+        ps.at("address"),
+        format!(
+            "`…@{}` holds userinfo; an address is host:port without credentials; put them in basic_auth.password_file or bearer_token_file",
+            &text[at + 1..]
+        ),
+    );
+    true
+}
+
 /// Parses a `host:port` address (ranges expanded).
 fn dests_from_address(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>> {
     let text = raw.trim();
+    if refuse_userinfo(text, ps, d) {
+        return None;
+    }
     if text.contains("://") {
         d.error(
             ps.at("address"),
@@ -852,6 +873,9 @@ fn valid_host_name(h: &str) -> bool {
 /// The name of a `dns` target.
 fn dests_from_name(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>> {
     let name = raw.trim();
+    if refuse_userinfo(name, ps, d) {
+        return None;
+    }
     let example = "kubernetes.default.svc.cluster.local";
     if name.contains("://") || name.contains(':') || name.contains('/') {
         d.error(
@@ -1064,7 +1088,7 @@ impl HttpParts {
     }
 }
 
-fn http_parts(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) -> Option<HttpParts> {
+fn http_parts(rt: &RawTarget, kind: Kind, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) -> Option<HttpParts> {
     let before = d.errors.len();
 
     let method = match rt.method.as_deref().map(str::trim) {
@@ -1220,11 +1244,20 @@ fn http_parts(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) -> Optio
         ctx.body_limit,
         parse_bytes,
     );
-    let max_redirects = scalar_or(d, &ps.at("max_redirects"), rt.max_redirects.as_ref(), 0u8, |s| {
-        s.trim()
-            .parse::<u8>()
-            .map_err(|_| format!("`{s}` is not a number of redirects; use a whole number from 0 (not followed) to 255"))
-    });
+    // A scrape follows redirects as Prometheus does (Go's client: up to 10); a plain http probe
+    // judges the 3xx itself unless asked to follow.
+    let default_redirects = if kind == Kind::Scrape { 10u8 } else { 0u8 };
+    let max_redirects = scalar_or(
+        d,
+        &ps.at("max_redirects"),
+        rt.max_redirects.as_ref(),
+        default_redirects,
+        |s| {
+            s.trim().parse::<u8>().map_err(|_| {
+                format!("`{s}` is not a number of redirects; use a whole number from 0 (not followed) to 255")
+            })
+        },
+    );
 
     if d.errors.len() > before {
         return None;

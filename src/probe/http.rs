@@ -78,8 +78,15 @@ pub async fn fetch(
     let mut tls_settings = target.tls.clone();
     let mut hops = 0;
     loop {
-        let same_origin = endpoint == target.endpoint;
-        let auth = if same_origin { spec.auth.as_ref() } else { None };
+        // Credentials follow a redirect on the same host, as Prometheus's client sends them on
+        // every hop, but never to another host and never from https down to plain http.
+        let same_host = endpoint.host == target.endpoint.host;
+        let downgrade = spec.url.scheme() == "https" && url.scheme() != "https";
+        let auth = if same_host && !downgrade {
+            spec.auth.as_ref()
+        } else {
+            None
+        };
         let request = build_request(spec, &url, auth, extra)?;
         let response = exchange(
             ctx,
@@ -237,24 +244,42 @@ where
     let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
         .await
         .map_err(http_err(Phase::Request))?;
-    let _conn = AbortOnDrop(tokio::spawn(conn).abort_handle());
+    let mut conn_task = tokio::spawn(conn);
+    let _conn = AbortOnDrop(conn_task.abort_handle());
+    let no_body = request.method() == http::Method::HEAD;
     let response = trace
         .timed(Phase::Request, deadline, async {
-            sender.send_request(request).await.map_err(http_err(Phase::Request))
+            match sender.send_request(request).await {
+                Ok(r) => Ok(r),
+                // The request only sees "canceled" when the connection died; the connection's
+                // own error says why (e.g. a TLS 1.3 server's alert rejecting our client
+                // certificate, which arrives after our side of the handshake finished).
+                Err(e) if e.is_canceled() || e.is_closed() => {
+                    let wait = deadline.remaining().min(std::time::Duration::from_millis(200));
+                    match tokio::time::timeout(wait, &mut conn_task).await {
+                        Ok(Ok(Err(conn_err))) => Err(http_err(Phase::Request)(conn_err)),
+                        _ => Err(http_err(Phase::Request)(e)),
+                    }
+                }
+                Err(e) => Err(http_err(Phase::Request)(e)),
+            }
         })
         .await?;
     let (parts, mut body) = response.into_parts();
+    trace.http_status = Some(parts.status.as_u16());
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    let has_body = !no_body && !matches!(parts.status.as_u16(), 204 | 304);
+    if has_body && declared.is_some_and(|n| n > limit as u64) {
         return Err(ProbeError::BodyTooLarge { limit });
     }
+    let capacity = declared.unwrap_or(0).min(limit as u64) as usize;
     let raw = trace
         .timed(Phase::Transfer, deadline, async {
-            let mut buf = BytesMut::new();
+            let mut buf = BytesMut::with_capacity(capacity);
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(http_err(Phase::Transfer))?;
                 if let Ok(data) = frame.into_data() {

@@ -2,7 +2,8 @@
 //!
 //! A name with several addresses is tried in the resolver's order; each attempt gets an equal
 //! share of the time left, so one black-holed address cannot eat the budget of the others.
-//! The address that worked is recorded; if none did, the last attempt's error is the reason.
+//! The address that worked is recorded; if none did, the first address's error is the reason
+//! (the resolver's preferred address: a later IPv6 `unreachable` must not hide an IPv4 drop).
 
 use std::net::SocketAddr;
 
@@ -37,28 +38,31 @@ pub async fn connect(
 }
 
 async fn connect_first(addrs: &[SocketAddr], trace: &mut Trace, deadline: Deadline) -> Result<TcpStream, ProbeError> {
-    let mut last = None;
+    let mut first: Option<(SocketAddr, ProbeError)> = None;
     for (i, addr) in addrs.iter().enumerate() {
         let left = addrs.len() - i;
         let share = deadline.remaining() / left as u32;
-        match tokio::time::timeout(share, TcpStream::connect(addr)).await {
+        let error = match tokio::time::timeout(share, TcpStream::connect(addr)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
                 trace.address = Some(*addr);
                 return Ok(stream);
             }
-            Ok(Err(source)) => last = Some(ProbeError::Connect { addr: *addr, source }),
-            Err(_) => {
-                last = Some(ProbeError::Timeout {
-                    phase: Phase::Connect,
-                    after: deadline.budget,
-                })
-            }
-        }
-        trace.address = Some(*addr);
+            Ok(Err(source)) => ProbeError::Connect { addr: *addr, source },
+            Err(_) => ProbeError::Timeout {
+                phase: Phase::Connect,
+                after: deadline.budget,
+            },
+        };
+        first.get_or_insert((*addr, error));
     }
-    Err(last.unwrap_or(ProbeError::Timeout {
-        phase: Phase::Connect,
-        after: deadline.budget,
-    }))
+    let Some((addr, error)) = first else {
+        // Resolution never yields an empty list, but an empty list is not a reason to panic.
+        return Err(ProbeError::Timeout {
+            phase: Phase::Connect,
+            after: deadline.budget,
+        });
+    };
+    trace.address = Some(addr);
+    Err(error)
 }

@@ -126,7 +126,33 @@ pub async fn probe(
         .as_ref()
         .expect("validation gives every tls target its settings");
     let tcp = tcp::connect(ctx, &target.endpoint, trace, deadline).await?;
-    handshake(tcp, settings, trace, deadline).await.map(drop)
+    let mut stream = handshake(tcp, settings, trace, deadline).await?;
+    if settings.client_identity.is_some()
+        && stream.get_ref().1.protocol_version() == Some(rustls::ProtocolVersion::TLSv1_3)
+    {
+        await_client_certificate_verdict(&mut stream, trace, deadline).await?;
+    }
+    Ok(())
+}
+
+/// In TLS 1.3 the client's side of the handshake ends before the server has checked the client
+/// certificate; a rejection arrives as an alert right after. Wait briefly for one, so a refused
+/// client certificate is `tls_handshake`, not success.
+async fn await_client_certificate_verdict(
+    stream: &mut TlsStream<TcpStream>,
+    trace: &mut Trace,
+    deadline: Deadline,
+) -> Result<(), ProbeError> {
+    use tokio::io::AsyncReadExt;
+    let wait = deadline.remaining().min(std::time::Duration::from_millis(250));
+    let start = tokio::time::Instant::now();
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(wait, stream.read(&mut byte)).await;
+    trace.add(Phase::Tls, start.elapsed());
+    match read {
+        Ok(Err(source)) if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => Err(ProbeError::Tls { source }),
+        _ => Ok(()),
+    }
 }
 
 /// Runs the handshake on a connected stream, recording the `tls` phase and the TLS facts.
@@ -187,7 +213,8 @@ pub async fn handshake_alpn(
             .map(|s| format!("{:?}", s.suite()))
             .unwrap_or_default();
     }
-    if facts != TlsFacts::default() {
+    // After redirects, the facts stay the target's own (the first hop's).
+    if facts != TlsFacts::default() && trace.tls.is_none() {
         trace.tls = Some(facts);
     }
     result

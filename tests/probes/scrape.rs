@@ -66,3 +66,14 @@ async fn scrape_of_a_503_is_http_server_error_not_scrape_invalid() {
     let r = check(&format!("scrape+http://{}/metrics", server.addr), &opts()).await;
     assert_eq!(r.reason, Reason::HttpServerError);
 }
+
+#[tokio::test]
+async fn scrape_follows_redirects_as_prometheus_does() {
+    let target = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, NODE_EXPORTER)).await;
+    let location = format!("http://{}/metrics", target.addr);
+    let redirect =
+        testbed::http(move |_: &testbed::Seen<'_>| Reply::new(301, "").header("location", location.clone())).await;
+    let r = check(&format!("scrape+http://{}/old-metrics", redirect.addr), &opts()).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    assert_eq!((r.trace.samples, r.trace.address), (Some(3), Some(target.addr)));
+}

@@ -179,12 +179,15 @@ async fn tls_probe_of_a_server_that_never_answers_the_hello_is_tls_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2), "bounded by the timeout");
 }
 
-#[tokio::test]
-async fn mtls_probe_presents_the_client_certificate() {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let server_cert = ca.issue_valid(&["127.0.0.1"]);
-    let client_cert = ca.issue_valid(&["pathprobe-client"]);
+/// A TLS server that requires a client certificate signed by `ca`; reports how many
+/// certificates each accepted client presented (None: the handshake failed).
+async fn mtls_server(
+    ca: &TestCa,
+    server_cert: &testbed::Issued,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Option<usize>>,
+) {
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(pathprobe::probe::tls::parse_pem_certs(ca.cert_pem.as_bytes()).unwrap());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -212,6 +215,16 @@ async fn mtls_probe_presents_the_client_certificate() {
             let _ = seen_tx.send(presented);
         }
     });
+    (addr, seen_rx)
+}
+
+#[tokio::test]
+async fn mtls_probe_presents_the_client_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let server_cert = ca.issue_valid(&["127.0.0.1"]);
+    let client_cert = ca.issue_valid(&["pathprobe-client"]);
+    let (addr, mut seen_rx) = mtls_server(&ca, &server_cert).await;
     file(dir.path(), "ca.pem", &ca.cert_pem);
     file(dir.path(), "client.pem", &client_cert.cert_pem);
     file(dir.path(), "client.key", &client_cert.key_pem);
@@ -226,4 +239,31 @@ async fn mtls_probe_presents_the_client_certificate() {
         Some(Some(1)),
         "the server verified one client certificate"
     );
+}
+
+#[tokio::test]
+async fn a_client_certificate_refused_by_a_tls13_server_is_tls_handshake() {
+    let ca = TestCa::new();
+    let server_cert = ca.issue_valid(&["127.0.0.1"]);
+    let (addr, _seen) = mtls_server(&ca, &server_cert).await;
+    let other_ca = TestCa::new();
+    let wrong = other_ca.issue_valid(&["pathprobe-client"]);
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "ca.pem", &ca.cert_pem);
+    file(dir.path(), "client.pem", &wrong.cert_pem);
+    file(dir.path(), "client.key", &wrong.key_pem);
+    let yaml = format!(
+        "agent: {{ source_cluster: t }}\ntargets:\n  - {{ name: tls, kind: tls, address: \"{addr}\", timeout: 2s, tls: {{ ca_file: ca.pem, cert_file: client.pem, key_file: client.key }} }}\n  - {{ name: web, kind: http, url: \"https://{addr}/\", timeout: 2s, tls: {{ ca_file: ca.pem, cert_file: client.pem, key_file: client.key }} }}\n"
+    );
+    for target in crate::common::inventory(&yaml, dir.path()) {
+        let r = crate::common::run(&target).await;
+        assert_eq!(r.reason, Reason::TlsHandshake, "{}: {:?}", target.name, r.error);
+    }
+}
+
+#[tokio::test]
+async fn a_peer_closing_during_the_tls_handshake_is_connection_reset() {
+    let server = testbed::speaking(b"").await;
+    let r = check(&format!("tls://{}", server.addr), &opts()).await;
+    assert_eq!(r.reason, Reason::ConnectionReset, "{:?}", r.error);
 }
