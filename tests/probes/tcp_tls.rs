@@ -205,7 +205,7 @@ async fn mtls_server(
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
             let presented = match acceptor.accept(s).await {
