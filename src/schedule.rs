@@ -70,6 +70,9 @@ struct Slot {
     /// Cancelled when the agent stops scheduling (a child of the scheduler's token): running
     /// probes still finish and are recorded.
     stop: CancellationToken,
+    /// Woken when a reload changes the interval, so a shorter one applies now, not after the
+    /// tick already planned with the old one.
+    interval_changed: tokio::sync::Notify,
 }
 
 /// The running schedule of an inventory.
@@ -122,7 +125,13 @@ impl<H: Hooks> Scheduler<H> {
         let now = Instant::now();
         for (key, target) in wanted {
             if let Some(slot) = self.slots.get(&key) {
-                *slot.target.lock().expect("not poisoned") = Arc::new(target);
+                let mut current = slot.target.lock().expect("not poisoned");
+                let changed = current.interval != target.interval;
+                *current = Arc::new(target);
+                drop(current);
+                if changed {
+                    slot.interval_changed.notify_one();
+                }
                 applied.updated.push(key);
                 continue;
             }
@@ -132,6 +141,7 @@ impl<H: Hooks> Scheduler<H> {
                 running: AtomicBool::new(false),
                 removed: CancellationToken::new(),
                 stop: self.stop.child_token(),
+                interval_changed: tokio::sync::Notify::new(),
             });
             tokio::spawn(tick_loop(
                 slot.clone(),
@@ -194,6 +204,11 @@ async fn tick_loop<H: Hooks>(
         tokio::select! {
             _ = slot.removed.cancelled() => return,
             _ = slot.stop.cancelled() => return,
+            _ = slot.interval_changed.notified() => {
+                let interval = slot.target.lock().expect("not poisoned").interval;
+                next = next.min(Instant::now() + interval);
+                continue;
+            }
             _ = tokio::time::sleep_until(next) => {}
         }
         let target = slot.target.lock().expect("not poisoned").clone();
@@ -458,6 +473,30 @@ mod tests {
             .all(|t| *t < Duration::from_secs(25)));
         assert!(!rec.starts_of("127.0.0.1:1003").is_empty());
         assert_eq!(s.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_shorter_interval_on_reload_applies_at_once() {
+        let rec = Recorder::new(Duration::from_millis(1));
+        let mut s = Scheduler::new(rec.clone(), NO_JITTER);
+        let mut ts = targets(1, Duration::from_secs(600));
+        s.apply(ts.clone());
+        tokio::time::sleep(Duration::from_secs(601)).await;
+        assert_eq!(rec.starts_of("127.0.0.1:1000").len(), 1);
+        ts[0].interval = Duration::from_secs(10);
+        s.apply(ts);
+        let reloaded = rec.since_epoch();
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let after: Vec<Duration> = rec
+            .starts_of("127.0.0.1:1000")
+            .into_iter()
+            .filter(|t| *t > reloaded)
+            .collect();
+        assert!(
+            after.len() >= 2,
+            "probed within 10s of the reload, then every 10s: {after:?}"
+        );
+        assert!(after[0] - reloaded <= Duration::from_secs(10));
     }
 
     #[tokio::test(start_paused = true)]

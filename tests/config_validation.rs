@@ -684,3 +684,19 @@ fn adhoc_targets() {
         "target: `10.0.0.43-40` runs backwards; write the lower octet first: 10.0.0.40-43"
     );
 }
+
+#[test]
+fn a_client_key_that_does_not_match_its_certificate_is_refused_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pathprobe::testbed::TestCa::new();
+    let a = ca.issue_valid(&["client-a"]);
+    let b = ca.issue_valid(&["client-b"]);
+    fs::write(dir.path().join("client.pem"), &a.cert_pem).unwrap();
+    fs::write(dir.path().join("client.key"), &b.key_pem).unwrap();
+    let yaml = "agent: { source_cluster: t }\ntargets:\n  - { name: m, kind: tls, address: \"10.0.0.1:443\", tls: { cert_file: client.pem, key_file: client.key } }\n";
+    let err = config::parse(yaml, dir.path()).unwrap_err().to_string();
+    assert!(
+        err.starts_with("targets[0].tls.key_file: ") && err.contains("does not belong to cert_file"),
+        "{err}"
+    );
+}

@@ -73,6 +73,10 @@ pub fn parse_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientIdentity,
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
         .map_err(|e| TlsConfigError::BadIdentity(format!("key_file: {e}")))?
         .ok_or_else(|| TlsConfigError::BadIdentity("key_file: no PRIVATE KEY block found".into()))?;
+    // rustls checks the pair only when a handshake uses it; check now, so a mismatch is a config
+    // error rather than every probe failing as if the target were at fault.
+    rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider())
+        .map_err(|e| TlsConfigError::BadIdentity(format!("key_file: does not belong to cert_file ({e})")))?;
     Ok(ClientIdentity { chain, key })
 }
 
