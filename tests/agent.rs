@@ -11,6 +11,15 @@ use pathprobe::testbed::{self, Reply};
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// A temporary directory holding `inventory.yaml` with `text`; the directory lives as long as
+/// the returned handle.
+fn config_file(text: impl AsRef<str>) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    std::fs::write(&config, text.as_ref()).unwrap();
+    (dir, config)
+}
+
 fn inventory(body: &str) -> String {
     format!("agent: {{ source_cluster: lab, network: pod }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n{body}")
 }
@@ -19,16 +28,10 @@ fn inventory(body: &str) -> String {
 async fn the_agent_exports_every_target_labelled_by_source_and_promtool_accepts_it() {
     let healthy = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
     let refused = testbed::refused_port().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &config,
-        inventory(&format!(
+    let (_dir, config) = config_file(inventory(&format!(
             "  - {{ name: web, job: web-job, cluster: prod, kind: http, url: \"http://{}/healthz\" }}\n  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n  - {{ name: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\n",
             healthy.addr
-        )),
-    )
-    .unwrap();
+        )));
     let agent = tokio::task::spawn_blocking(move || {
         let agent = Agent::start(&config, "node-a", &[]);
         let text = agent.wait_metrics("both targets probed", 10 * SECOND, |t| {
@@ -127,13 +130,9 @@ async fn the_agent_exports_every_target_labelled_by_source_and_promtool_accepts_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failure_is_logged_when_the_state_changes_not_on_every_probe() {
     let refused = testbed::refused_port().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &config,
-        inventory(&format!("  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n")),
-    )
-    .unwrap();
+    let (_dir, config) = config_file(inventory(&format!(
+        "  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n"
+    )));
     tokio::task::spawn_blocking(move || {
         let agent = Agent::start(&config, "n", &[]);
         agent.wait_metrics("three probes", 10 * SECOND, |t| {
@@ -219,13 +218,10 @@ async fn a_valid_reload_applies_keeps_unchanged_targets_and_removes_gone_series(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_reload_is_rejected_whole_and_the_old_inventory_keeps_probing() {
     let a = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "a")).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &config,
-        inventory(&format!("  - {{ name: a, kind: http, url: \"http://{}/\" }}\n", a.addr)),
-    )
-    .unwrap();
+    let (_dir, config) = config_file(inventory(&format!(
+        "  - {{ name: a, kind: http, url: \"http://{}/\" }}\n",
+        a.addr
+    )));
     let broken = inventory(&format!(
         "  - {{ name: a, kind: http, url: \"http://{}/\" }}\n  - {{ name: b, kind: tcp, address: \"10.0.0.1:22\", intreval: 5s }}\n",
         a.addr
@@ -379,17 +375,13 @@ async fn sighup_reloads_at_once_and_rereads_rotated_secret_files() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_reports_not_ready_and_exits_0() {
     let hanging = testbed::hanging().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &config,
+    let (_dir, config) = config_file(
         "agent: { source_cluster: lab }\ntargets:\n".to_string()
             + &format!(
                 "  - {{ name: slow, kind: http, url: \"http://{}/\", interval: 5s, timeout: 3s }}\n",
                 hanging.addr
             ),
-    )
-    .unwrap();
+    );
     tokio::task::spawn_blocking(move || {
         let mut agent = Agent::start(&config, "n", &["--drain-grace", "10s"]);
         agent.wait_metrics("the slow probe in flight", 10 * SECOND, |t| {
@@ -415,13 +407,7 @@ async fn sigterm_drains_reports_not_ready_and_exits_0() {
 
 #[test]
 fn a_bad_config_at_start_exits_2_with_every_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &config,
-        "agent: { source_cluster: lab }\ntargets:\n  - { name: a, kind: tcp, address: \"10.0.0.1:22\", timeout: 5 seconds }\n  - { name: b, kind: http, url: \"http://10.0.0.1:9100/\", body_limit: lots }\n",
-    )
-    .unwrap();
+    let (_dir, config) = config_file("agent: { source_cluster: lab }\ntargets:\n  - { name: a, kind: tcp, address: \"10.0.0.1:22\", timeout: 5 seconds }\n  - { name: b, kind: http, url: \"http://10.0.0.1:9100/\", body_limit: lots }\n");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
         .args(["run", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
         .output()
@@ -438,9 +424,7 @@ fn a_bad_config_at_start_exits_2_with_every_error() {
 fn a_listen_address_in_use_is_a_clear_error() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = busy.local_addr().unwrap().to_string();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("inventory.yaml");
-    std::fs::write(&config, "agent: { source_cluster: lab }\ntargets: []\n").unwrap();
+    let (_dir, config) = config_file("agent: { source_cluster: lab }\ntargets: []\n");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
         .args(["run", "--config", config.to_str().unwrap(), "--listen", &addr])
         .output()
@@ -501,13 +485,9 @@ async fn a_hanging_target_does_not_slow_the_schedule_of_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_line_overrides_the_inventorys_source_cluster_and_network() {
     let refused = testbed::refused_port().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &config,
-        inventory(&format!("  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n")),
-    )
-    .unwrap();
+    let (_dir, config) = config_file(inventory(&format!(
+        "  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n"
+    )));
     tokio::task::spawn_blocking(move || {
         let agent = Agent::start(&config, "n", &["--source-cluster", "monit", "--network", "host"]);
         let text = agent.wait_metrics("db probed", 10 * SECOND, |t| {
@@ -540,13 +520,10 @@ async fn a_reload_that_failed_for_a_missing_secret_applies_once_the_secret_arriv
         }
     })
     .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("inventory.yaml");
-    std::fs::write(
-        &config,
-        inventory(&format!("  - {{ name: a, kind: tcp, address: \"{}\" }}\n", server.addr)),
-    )
-    .unwrap();
+    let (dir, config) = config_file(inventory(&format!(
+        "  - {{ name: a, kind: tcp, address: \"{}\" }}\n",
+        server.addr
+    )));
     // The ConfigMap update lands first; the Secret it names comes a moment later.
     let next = inventory(&format!(
         "  - {{ name: a, kind: tcp, address: \"{0}\" }}\n  - {{ name: api, kind: http, url: \"http://{0}/\", bearer_token_file: token }}\n",
