@@ -90,6 +90,3 @@ pub fn with_type(status: u16, content_type: &str, body: impl Into<Bytes>) -> htt
         .body(Full::new(body.into()))
         .expect("static parts are valid")
 }
-
-/// The Prometheus text exposition content type.
-pub const PROMETHEUS_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";

@@ -93,18 +93,17 @@ impl Shared {
 struct AgentHooks(Arc<Shared>);
 
 impl Hooks for AgentHooks {
-    /// The result, and the exporter whose in-flight gauge counted the probe (the exporter is
-    /// swapped when the source labels change on reload).
-    type Outcome = (ProbeResult, Arc<Exporter>);
+    type Outcome = ProbeResult;
 
-    fn run(&self, target: Arc<Target>) -> BoxFuture<Self::Outcome> {
+    fn run(&self, target: Arc<Target>) -> BoxFuture<ProbeResult> {
         let ctx = self.0.ctx.read().expect("not poisoned").clone();
+        // The in-flight gauge goes up and down on one exporter, even if a reload swaps it meanwhile.
         let exporter = self.0.exporter();
         Box::pin(async move {
             exporter.in_flight.inc();
             let result = probe::probe(&target, &ctx).await;
             exporter.in_flight.dec();
-            (result, exporter)
+            result
         })
     }
 
@@ -112,8 +111,8 @@ impl Hooks for AgentHooks {
         self.0.exporter().scheduler_lag.observe(lag.as_secs_f64());
     }
 
-    fn finished(&self, target: &Target, outcome: Option<Self::Outcome>) {
-        if let Some((result, _)) = outcome {
+    fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
+        if let Some(result) = outcome {
             self.0.exporter().observe(target, &result);
             self.0.status.record(target, &result);
         }
@@ -156,22 +155,31 @@ fn exporter_for(inv: &Inventory, source: &Source) -> Exporter {
 /// Runs the agent until SIGTERM or SIGINT, then drains. Start-up errors come back before
 /// anything runs.
 pub async fn run(opts: Options) -> Result<(), StartError> {
-    // Validate before binding, so a bad inventory is reported as such even if the port is busy.
-    opts.load().map_err(|errors| StartError::Config {
-        path: opts.config.display().to_string(),
-        errors,
-    })?;
+    // Load before binding, so a bad inventory is reported as such even if the port is busy.
+    let loaded = load_at_start(&opts)?;
     let listener = serve::bind(opts.listen).await?;
-    run_on(listener, opts).await
+    serve_inventory(listener, opts, loaded).await
 }
 
 /// [`run`] on a listener the caller bound (the demo binds first to print its address).
 pub async fn run_on(listener: tokio::net::TcpListener, opts: Options) -> Result<(), StartError> {
-    let path = opts.config.display().to_string();
-    let loaded = opts.load().map_err(|errors| StartError::Config {
-        path: path.clone(),
+    let loaded = load_at_start(&opts)?;
+    serve_inventory(listener, opts, loaded).await
+}
+
+fn load_at_start(opts: &Options) -> Result<config::Loaded, StartError> {
+    opts.load().map_err(|errors| StartError::Config {
+        path: opts.config.display().to_string(),
         errors,
-    })?;
+    })
+}
+
+async fn serve_inventory(
+    listener: tokio::net::TcpListener,
+    opts: Options,
+    loaded: config::Loaded,
+) -> Result<(), StartError> {
+    let path = opts.config.display().to_string();
     for w in &loaded.warnings {
         tracing::warn!(config = %path, "{w}");
     }

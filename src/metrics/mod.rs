@@ -19,6 +19,9 @@ use crate::probe::{Phase, ProbeResult};
 use crate::reason::Reason;
 use crate::target::{AbsentTarget, Target};
 
+/// The content type of [`Exporter::render`]'s output.
+pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
 /// Per-target label names, in the order [`TargetLabels::values`] gives them.
 const TARGET_LABELS: [&str; 5] = ["target", "target_job", "target_instance", "target_cluster", "kind"];
 
@@ -376,7 +379,7 @@ impl Exporter {
         if openmetrics::wanted(accept) {
             (openmetrics::CONTENT_TYPE, openmetrics::encode(&self.registry.gather()))
         } else {
-            (crate::serve::PROMETHEUS_TEXT, self.render())
+            (TEXT_CONTENT_TYPE, self.render())
         }
     }
 }
