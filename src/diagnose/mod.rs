@@ -317,6 +317,10 @@ pub async fn gather(prom: &Prometheus) -> Result<Gathered, DiagnoseError> {
 }
 
 /// `instance` for matching: Prometheus 3 leaves the scheme's default port out.
+pub fn instance_key(instance: &str) -> String {
+    norm(instance)
+}
+
 fn norm(instance: &str) -> String {
     instance
         .strip_suffix(":80")
