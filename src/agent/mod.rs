@@ -373,7 +373,7 @@ fn apply(
 /// and what it already logged.
 struct Discovered {
     runner: Option<discovery::Runner>,
-    tx: tokio::sync::mpsc::Sender<Refresh>,
+    /// From the current task only: a restart makes a new channel, so nothing stale arrives.
     rx: tokio::sync::mpsc::Receiver<Refresh>,
     /// The last good list (kept while Prometheus cannot be asked).
     targets: Vec<Target>,
@@ -388,10 +388,9 @@ struct Discovered {
 
 impl Discovered {
     fn new() -> Discovered {
-        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        let (_, rx) = tokio::sync::mpsc::channel(1);
         Discovered {
             runner: None,
-            tx,
             rx,
             targets: Vec::new(),
             fingerprint: Default::default(),
@@ -418,7 +417,9 @@ impl Discovered {
             return;
         };
         let ctx = (**shared.ctx.read().expect("not poisoned")).clone();
-        match discovery::Runner::spawn(settings, ctx, self.tx.clone()) {
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        self.rx = rx;
+        match discovery::Runner::spawn(settings, ctx, tx) {
             Ok(r) => self.runner = Some(r),
             Err(e) => tracing::error!("discovery.prometheus.url: {e}; discovery is off"),
         }
