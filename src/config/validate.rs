@@ -759,6 +759,13 @@ fn dests_from_url(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>>
                     );
                     return None;
                 }
+                if let Err(e) = crate::probe::http::request_target(&u) {
+                    d.error(
+                        ps.at("url"),
+                        format!("its path and query cannot go into an HTTP request ({e}); shorten it"),
+                    );
+                    return None;
+                }
                 out.push(Dest::Url(u));
             }
             Ok(_) => {
