@@ -238,7 +238,10 @@ async fn serve_inventory(
                 watch.forget();
                 reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc);
             }
-            _ = poll.tick() => reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc),
+            _ = poll.tick() => {
+                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc);
+                shared.status.flush_log();
+            }
             Some(refresh) = disc.rx.recv() => disc.refreshed(refresh, &shared, &mut scheduler, &current),
         }
     }

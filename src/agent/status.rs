@@ -1,9 +1,14 @@
 //! This node's view of every target: the latest result, when it last succeeded, and since when
-//! it has been in its state. Logs a target's failure when its state changes, not on every probe.
+//! it has been in its state. Logs a target's failure when its state changes, not on every probe,
+//! and at most [`LOG_BUDGET`] such lines per [`LOG_WINDOW`]: when a network cut fails every
+//! target at once, the rest are counted by reason and summed up in one line per window.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
 
 use crate::metrics::TargetLabels;
 use crate::probe::ProbeResult;
@@ -20,11 +25,82 @@ pub struct Row {
     pub since: Option<SystemTime>,
 }
 
+/// State-change lines logged per window; the rest are counted.
+pub const LOG_BUDGET: u32 = 20;
+/// The window [`LOG_BUDGET`] applies to.
+pub const LOG_WINDOW: Duration = Duration::from_secs(10);
+
 /// Every target's row, plus the documented-absent ones.
 #[derive(Default)]
 pub struct Status {
     rows: Mutex<HashMap<TargetLabels, Row>>,
     absent: Mutex<Vec<AbsentTarget>>,
+    budget: Mutex<LogBudget>,
+}
+
+/// How many state-change lines the current window has left, and what it did not log.
+#[derive(Debug, Default)]
+pub struct LogBudget {
+    window_start: Option<Instant>,
+    logged: u32,
+    /// Suppressed changes by what they changed to (a reason, or `recovered`).
+    suppressed: BTreeMap<&'static str, u64>,
+}
+
+/// What a window did not log.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Suppressed {
+    pub total: u64,
+    /// `reason=count` pairs, most first.
+    pub by_reason: String,
+}
+
+impl LogBudget {
+    /// Whether a change to `what` may be logged now; if not, it is counted. A window that has
+    /// ended hands back its summary first.
+    pub fn admit(&mut self, now: Instant, what: &'static str) -> (bool, Option<Suppressed>) {
+        let summary = self.roll(now);
+        if self.logged < LOG_BUDGET {
+            self.logged += 1;
+            (true, summary)
+        } else {
+            *self.suppressed.entry(what).or_default() += 1;
+            (false, summary)
+        }
+    }
+
+    /// Ends the window if it is over, with what it did not log (if anything).
+    pub fn roll(&mut self, now: Instant) -> Option<Suppressed> {
+        let start = *self.window_start.get_or_insert(now);
+        if now.duration_since(start) < LOG_WINDOW {
+            return None;
+        }
+        self.window_start = Some(now);
+        self.logged = 0;
+        let counts = std::mem::take(&mut self.suppressed);
+        if counts.is_empty() {
+            return None;
+        }
+        let mut pairs: Vec<_> = counts.into_iter().collect();
+        pairs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        Some(Suppressed {
+            total: pairs.iter().map(|(_, n)| n).sum(),
+            by_reason: pairs
+                .iter()
+                .map(|(r, n)| format!("{r}={n}"))
+                .collect::<Vec<_>>()
+                .join(" "),
+        })
+    }
+}
+
+fn log_suppressed(s: Suppressed) {
+    tracing::warn!(
+        suppressed = s.total,
+        by_reason = %s.by_reason,
+        window = ?LOG_WINDOW,
+        "target state changes not logged (more than {LOG_BUDGET} in the window); the status page and pathprobe_failure_reason show every target"
+    );
 }
 
 impl Status {
@@ -54,13 +130,32 @@ impl Status {
         };
         let before = row.last.as_ref().map(|r| r.reason);
         if before != Some(result.reason) {
-            log_change(target, before, result);
+            let what = match (before, result.success()) {
+                (_, false) => result.reason.as_str(),
+                (None, true) => "up",
+                (Some(_), true) => "recovered",
+            };
+            let (admitted, summary) = self.budget.lock().expect("not poisoned").admit(Instant::now(), what);
+            if let Some(s) = summary {
+                log_suppressed(s);
+            }
+            if admitted {
+                log_change(target, before, result);
+            }
             row.since = Some(result.finished_at);
         }
         if result.success() {
             row.last_success = Some(result.finished_at);
         }
         row.last = Some(result.clone());
+    }
+
+    /// Logs what the last window did not, once it is over (the control loop calls this every
+    /// poll, so a storm's summary appears even when nothing changes after it).
+    pub fn flush_log(&self) {
+        if let Some(s) = self.budget.lock().expect("not poisoned").roll(Instant::now()) {
+            log_suppressed(s);
+        }
     }
 
     /// The rows, failing first, then by name and instance.
@@ -93,5 +188,49 @@ fn log_change(target: &Target, before: Option<Reason>, result: &ProbeResult) {
             meaning = result.reason.meaning(),
             "target failing"
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_storm_logs_the_budget_then_one_summary_per_window_with_counts_by_reason() {
+        let mut b = LogBudget::default();
+        let mut logged = 0;
+        for i in 0..1000 {
+            let what = if i % 4 == 0 {
+                "connect_refused"
+            } else {
+                "connect_timeout"
+            };
+            let (ok, summary) = b.admit(Instant::now(), what);
+            assert!(summary.is_none(), "the window is not over yet");
+            logged += ok as u32;
+        }
+        assert_eq!(logged, LOG_BUDGET);
+        assert_eq!(
+            b.roll(Instant::now()),
+            None,
+            "nothing is summed up before the window ends"
+        );
+        tokio::time::advance(LOG_WINDOW).await;
+        let s = b.roll(Instant::now()).expect("the window's summary");
+        assert_eq!(s.total, 1000 - LOG_BUDGET as u64);
+        assert_eq!(s.by_reason, "connect_timeout=735 connect_refused=245");
+        assert_eq!(b.roll(Instant::now()), None, "summed up once");
+        let (ok, summary) = b.admit(Instant::now(), "recovered");
+        assert!(ok && summary.is_none(), "a new window logs again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quiet_window_has_no_summary() {
+        let mut b = LogBudget::default();
+        for _ in 0..LOG_BUDGET {
+            assert!(b.admit(Instant::now(), "connect_refused").0);
+        }
+        tokio::time::advance(LOG_WINDOW * 3).await;
+        assert_eq!(b.roll(Instant::now()), None);
     }
 }
