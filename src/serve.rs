@@ -133,11 +133,16 @@ where
         async move {
             // The body is never read: dropping it makes hyper close the connection after the
             // response instead of draining whatever the client keeps sending.
-            let resp = if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
-                routes.respond(req.uri().path(), req.headers())
-            } else {
-                text(405, "only GET and HEAD\n")
-            };
+            if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+                return Ok::<_, Infallible>(text(405, "only GET and HEAD\n"));
+            }
+            // Rendering thousands of targets' series is CPU work of a second or more: off the
+            // runtime's workers, so probes keep their schedule while Prometheus scrapes.
+            let path = req.uri().path().to_string();
+            let (parts, _body) = req.into_parts();
+            let resp = tokio::task::spawn_blocking(move || routes.respond(&path, &parts.headers))
+                .await
+                .unwrap_or_else(|_| text(500, "rendering the response failed\n"));
             Ok::<_, Infallible>(resp)
         }
     });

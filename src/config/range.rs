@@ -59,9 +59,13 @@ fn host_len(hostport: &str) -> usize {
 
 /// The text with the userinfo of every URL in it removed (`https://u:p@h/` → `https://h/`).
 /// Used on anything that may echo a configured value back into an error message.
+///
+/// It cuts what [`split_url`] takes for userinfo, whatever the scheme and whitespace: after each
+/// `://`, up to the last `@` before a `?`. A password with a space or a tab in it is still a
+/// password (found by fuzzing); cutting too much of a message is the safe mistake.
 pub fn redact_userinfo(s: &str) -> String {
     static RE: OnceLock<Regex> = OnceLock::new();
-    let re = RE.get_or_init(|| Regex::new(r"([A-Za-z][A-Za-z0-9+.\-]*://)[^?\s]*@").expect("userinfo regex"));
+    let re = RE.get_or_init(|| Regex::new(r"(://)[^?]*@").expect("userinfo regex"));
     re.replace_all(s, "$1").into_owned()
 }
 
@@ -237,7 +241,31 @@ mod userinfo_tests {
             }
         }
         let plain = split_url("http://10.0.0.1:9100/metrics?x=a@b").unwrap();
+        assert_eq!(
+            redact_userinfo("http://10.0.0.1:9100/metrics?x=a@b"),
+            "http://10.0.0.1:9100/metrics?x=a@b"
+        );
         assert!(!plain.has_userinfo, "an @ in the query is not userinfo");
         assert_eq!(plain.host, "10.0.0.1");
+    }
+
+    /// Found by `fuzz/fuzz_targets/url_range.rs`: whitespace in the userinfo, or a scheme that is
+    /// not a scheme, kept the password in the "redacted" text.
+    #[test]
+    fn whitespace_or_an_odd_scheme_does_not_hide_userinfo_from_redaction() {
+        for text in [
+            "https://admin:pa ss@10.0.0.1/",
+            "https://admin:pa\tss@10.0.0.1/",
+            "bad: http://u:line\nbreak@h/ here",
+            "1+://u:pass@h/",
+            "tct?\u{6}\0\0\0\0\0\0\0b-cp:/a-tc:/p://10.a/p/:\t\0\u{10}\0\0\0\0\0\0\0\0\0b-:@//:1",
+        ] {
+            assert!(split_url(text).unwrap().has_userinfo, "{text:?}");
+            let shown = redact_userinfo(text);
+            assert!(!split_url(&shown).unwrap().has_userinfo, "{shown:?}");
+            for secret in ["pa ss", "pa\tss", "break", "pass", "b-:"] {
+                assert!(!shown.contains(secret), "{shown:?}");
+            }
+        }
     }
 }
