@@ -16,6 +16,8 @@ the DaemonSet's args) with a one-target inventory, and measures:
 import json
 import os
 import platform
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -43,10 +45,37 @@ def ready():
 
 
 def parse_started(s):
-    # podman: 2026-11-26 07:40:01.123456789 +0000 UTC
-    date, clock, offset = s.split()[:3]
-    whole, _, frac = clock.partition(".")
-    return datetime.strptime(f"{date} {whole}.{(frac + '000000')[:6]} {offset}", "%Y-%m-%d %H:%M:%S.%f %z").timestamp()
+    """podman's StartedAt, RFC 3339 with nanoseconds: 2026-11-26T07:40:01.123456789Z."""
+    m = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", s)
+    zone = "+00:00" if m[3] == "Z" else m[3]
+    whole = datetime.strptime(m[1] + zone, "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    return whole + float("0." + (m[2] or "0"))
+
+
+def one_round(name, flags, args, total, own, noop, stop, rss):
+    t0 = time.monotonic()
+    podman("run", "-d", "--pull=never", "--name", name, *flags, IMAGE, *args)
+    while not ready():
+        if time.monotonic() - t0 > 30:
+            sys.exit(f"not ready after 30s: {podman('logs', name, check=False).stderr}")
+        time.sleep(0.002)
+    t_ready, wall_ready = time.monotonic(), time.time()
+    total.append(t_ready - t0)
+    state = json.loads(podman("inspect", name).stdout)[0]["State"]
+    own.append(wall_ready - parse_started(state["StartedAt"]))
+    pid = state["Pid"]
+    with open(f"/proc/{pid}/status") as f:
+        rss.append(next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024)
+    t1 = time.monotonic()
+    podman("stop", "--time", "30", name)
+    stop.append(time.monotonic() - t1)
+    code = json.loads(podman("inspect", name).stdout)[0]["State"]["ExitCode"]
+    podman("rm", name)
+    if code != 0:
+        sys.exit(f"exit code {code} after SIGTERM")
+    t2 = time.monotonic()
+    podman("run", "--rm", "--pull=never", "--network", "host", IMAGE, "--version")
+    noop.append(time.monotonic() - t2)
 
 
 def main():
@@ -56,7 +85,7 @@ def main():
     os.makedirs(os.path.join(inv, "secrets"))
     os.chmod(inv, 0o755)
     with open(os.path.join(inv, "inventory.yaml"), "w") as f:
-        f.write("targets:\n  - { name: loopback, job: bench, kind: tcp, address: '127.0.0.1:9807' }\n")
+        f.write("agent: { source_cluster: bench, network: host }\ntargets:\n  - { name: loopback, job: bench, kind: tcp, address: '127.0.0.1:9807' }\n")
     os.chmod(os.path.join(inv, "inventory.yaml"), 0o644)
     flags = ["--network", "host", "--user", "65532:65532", "--read-only", "--read-only-tmpfs=false",
              "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--memory", "320m",
@@ -66,29 +95,10 @@ def main():
     total, own, noop, stop, rss = [], [], [], [], []
     for i in range(ROUNDS):
         name = f"ppbench-{os.getpid()}-{i}"
-        t0 = time.monotonic()
-        podman("run", "-d", "--pull=never", "--name", name, *flags, IMAGE, *args)
-        while not ready():
-            if time.monotonic() - t0 > 30:
-                sys.exit(f"not ready after 30s: {podman('logs', name, check=False).stderr}")
-            time.sleep(0.002)
-        t_ready, wall_ready = time.monotonic(), time.time()
-        total.append(t_ready - t0)
-        state = json.loads(podman("inspect", name).stdout)[0]["State"]
-        own.append(wall_ready - parse_started(state["StartedAt"]))
-        pid = state["Pid"]
-        with open(f"/proc/{pid}/status") as f:
-            rss.append(next(int(l.split()[1]) for l in f if l.startswith("VmRSS:")) / 1024)
-        t1 = time.monotonic()
-        podman("stop", "--time", "30", name)
-        stop.append(time.monotonic() - t1)
-        code = json.loads(podman("inspect", name).stdout)[0]["State"]["ExitCode"]
-        podman("rm", name)
-        if code != 0:
-            sys.exit(f"exit code {code} after SIGTERM")
-        t2 = time.monotonic()
-        podman("run", "--rm", "--pull=never", "--network", "host", IMAGE, "--version")
-        noop.append(time.monotonic() - t2)
+        try:
+            one_round(name, flags, args, total, own, noop, stop, rss)
+        finally:
+            podman("rm", "--force", "--time", "0", name, check=False)
 
     inspect = json.loads(podman("image", "inspect", IMAGE).stdout)[0]
     oci = os.path.join(tmp, "oci")
@@ -103,11 +113,12 @@ def main():
 
     ms = lambda xs: f"median {statistics.median(xs) * 1000:.0f} ms, min {min(xs) * 1000:.0f} ms, max {max(xs) * 1000:.0f} ms"
     mb = lambda n: f"{n / 1e6:.1f} MB ({n} bytes)"
+    cgroup = "v2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "v1 (hybrid)"
     versions = podman("--version").stdout.strip() + ", " + subprocess.run(["runc", "--version"], capture_output=True, text=True).stdout.splitlines()[0]
     text = f"""# The container image: size and start-up (benches/image_startup.py, run by scripts/image-bench)
 date: {datetime.now().astimezone().isoformat(timespec='seconds')}
 image: {IMAGE}  revision {inspect['Labels'].get('org.opencontainers.image.revision')}
-machine: {os.cpu_count()} cores, kernel {platform.release()}, {versions}, vfs storage, cgroup v1 (cgroupfs)
+machine: {os.cpu_count()} cores, kernel {platform.release()}, {versions}, vfs storage, cgroup {cgroup} (cgroupfs)
 
 size (goal <= 15 MB)
   image, uncompressed (podman image inspect):   {mb(inspect['Size'])}
@@ -123,6 +134,7 @@ start-up, {ROUNDS} rounds, host-network DaemonSet flags, one tcp target (goal: r
   RSS once ready:                               median {statistics.median(rss):.1f} MiB
 """
     open(OUT, "w").write(text)
+    shutil.rmtree(tmp)
     print(text)
 
 
