@@ -8,8 +8,8 @@
 //!
 //! Needs root and the image built by `scripts/image`, so every test here is `#[ignore]`d for a
 //! plain `cargo test`: `scripts/image-test` (part of `scripts/test`) builds the image and runs
-//! them with `--ignored`, exporting `PATHPROBE_IMAGE`, `PATHPROBE_REVISION` and the containers
-//! configuration of `scripts/containers-env`.
+//! them with `--ignored`, exporting `PATHPROBE_IMAGE`, `PATHPROBE_IMAGE_REVISION` (the commit it
+//! was built from) and the containers configuration of `scripts/containers-env`.
 
 #[path = "common/agent.rs"]
 mod agent;
@@ -521,7 +521,7 @@ targets:
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             (
                 "revision",
-                std::env::var("PATHPROBE_REVISION").expect("PATHPROBE_REVISION from scripts/image-test"),
+                std::env::var("PATHPROBE_IMAGE_REVISION").expect("PATHPROBE_IMAGE_REVISION from scripts/image-test"),
             ),
             ("source_node", "image-test-node".to_string()),
             ("network", network.to_string()),
@@ -654,7 +654,9 @@ fn the_image_is_labelled_and_runs_as_nonroot() {
     assert_eq!(labels["org.opencontainers.image.version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(
         labels["org.opencontainers.image.revision"],
-        std::env::var("PATHPROBE_REVISION").unwrap().as_str()
+        std::env::var("PATHPROBE_IMAGE_REVISION")
+            .expect("PATHPROBE_IMAGE_REVISION from scripts/image-test")
+            .as_str()
     );
     assert_eq!(
         labels["org.opencontainers.image.source"],
