@@ -70,7 +70,15 @@ pub async fn start() -> anyhow::Result<Fleet> {
     )])
     .await;
 
-    let dir = tempfile::tempdir().context("creating a temporary directory for the demo inventory")?;
+    // The agent reloads its inventory from a file, so the demo needs somewhere to write one.
+    let dir = tempfile::tempdir().with_context(|| {
+        format!(
+            "creating a temporary directory for the demo inventory in {} (set TMPDIR to a writable \
+             directory; in a container with a read-only root filesystem, mount an emptyDir or a \
+             tmpfs at /tmp)",
+            std::env::temp_dir().display()
+        )
+    })?;
     std::fs::write(dir.path().join("demo-ca.pem"), &ca.cert_pem)?;
     std::fs::write(dir.path().join("proxmox-password"), "wrong-password\n")?;
     let yaml = inventory_yaml(&Addrs {

@@ -199,11 +199,20 @@ pub async fn http(handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) 
     http_on("127.0.0.1:0", handler).await
 }
 
-/// An HTTPS server presenting `cert`.
+/// An HTTPS server presenting `cert`, on `127.0.0.1:0`.
 pub async fn https(cert: &Issued, handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) -> Server {
+    https_on("127.0.0.1:0", cert, handler).await
+}
+
+/// An HTTPS server presenting `cert`, on `bind_addr` (the image test serves a network namespace).
+pub async fn https_on(
+    bind_addr: &str,
+    cert: &Issued,
+    handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static,
+) -> Server {
     let handler: Handler = Arc::new(handler);
     let acceptor = tls_acceptor(cert);
-    spawn_accept(bind("127.0.0.1:0").await, move |stream| {
+    spawn_accept(bind(bind_addr).await, move |stream| {
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         async move {
