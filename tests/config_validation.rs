@@ -19,7 +19,7 @@ fn fixtures() -> PathBuf {
 const BAD: &[(&str, &str)] = &[
     (
         "unknown_field.yaml",
-        "targets[0].intreval: unknown field `intreval`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `expected`, `why` (line 7, column 5); fix its spelling or remove it",
+        "targets[0].intreval: unknown field `intreval`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `expected`, `why` (line 7, column 5); did you mean `interval`? fix its spelling or remove it",
     ),
     (
         "malformed_yaml.yaml",
@@ -127,7 +127,8 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "password_in_config.yaml",
-        "targets[0].basic_auth.password: unknown field `password`, expected `username` or `password_file` (line 7, column 36); passwords are never written in the config: put it in a file (a mounted Secret) and name it in basic_auth.password_file",
+        "targets[0].basic_auth.password: unknown field `password`, expected `username` or `password_file` (line 7, column 36); passwords are never written in the config: put it in a file (a mounted Secret) and name it in basic_auth.password_file\n\
+         targets[0].basic_auth.password_file: missing; name the file that holds the password (a mounted Secret), passwords are never written in the config",
     ),
     (
         "missing_source_cluster.yaml",
@@ -143,7 +144,69 @@ const BAD: &[(&str, &str)] = &[
          targets[2].address: `10.0.0.3` is an IP address; a dns target resolves a name, e.g. kubernetes.default.svc.cluster.local\n\
          targets[2].basic_auth: only http and scrape targets use it, this one is dns; remove it, or change the kind",
     ),
+    (
+        "typos_and_errors.yaml",
+        "agent.netwrok: unknown field `netwrok`, expected one of `source_cluster`, `network`, `resolver` (line 3, column 3); did you mean `network`? fix its spelling or remove it\n\
+         defaults.intervall: unknown field `intervall`, expected one of `interval`, `timeout`, `body_limit` (line 5, column 3); did you mean `interval`? fix its spelling or remove it\n\
+         targets[0].timeout: `5 seconds` is not a duration; write a number and a unit (ms, s, m, h, d, w, y), Prometheus-style, e.g. 500ms, 30s, 5m or 1m30s\n\
+         targets[1].adress: unknown field `adress`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `expected`, `why` (line 13, column 5); did you mean `address`? fix its spelling or remove it\n\
+         targets[1].address: missing; tcp targets need address: host:port\n\
+         targets[2].tls.ca_fil: unknown field `ca_fil`, expected one of `insecure_skip_verify`, `ca_file`, `server_name`, `cert_file`, `key_file` (line 14, column 64); did you mean `ca_file`? fix its spelling or remove it\n\
+         targets[2].kind: `https` is not a probe kind; use one of tcp, tls, http, scrape, dns\n\
+         targets[3].interval: invalid type: map, expected a single value (a string or a number) (line 18, column 5); give it a value of the expected type",
+    ),
 ];
+
+/// Four typos and four other errors, in one run: unknown fields no longer stop at the first
+/// and hide the rest (`targets[1].adress` used to hide `targets[0].timeout`).
+#[test]
+fn every_unknown_field_comes_with_every_other_error_in_one_run() {
+    let e = config::load(&fixtures().join("typos_and_errors.yaml")).unwrap_err();
+    let want: Vec<&str> = BAD
+        .iter()
+        .find(|(f, _)| *f == "typos_and_errors.yaml")
+        .map(|(_, w)| w.lines().map(str::trim).collect())
+        .unwrap();
+    assert_eq!(want.len(), 8);
+    let got: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(got, want);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "agent.netwrok",
+            "defaults.intervall",
+            "targets[0].timeout",
+            "targets[1].adress",
+            "targets[1].address",
+            "targets[2].tls.ca_fil",
+            "targets[2].kind",
+            "targets[3].interval"
+        ]
+    );
+}
+
+#[test]
+fn the_same_typo_in_two_targets_is_reported_at_each_line() {
+    let yaml = "agent: { source_cluster: a }\ntargets:\n  - name: x\n    kind: tcp\n    adress: 10.0.0.1:22\n  - name: y\n    kind: tcp\n    adress: 10.0.0.2:22\n";
+    let e = config::parse(yaml, Path::new(".")).unwrap_err();
+    let unknown: Vec<&config::ConfigError> = e.iter().filter(|e| e.message.starts_with("unknown field")).collect();
+    assert_eq!(unknown.len(), 2, "{e}");
+    assert_eq!(unknown[0].path, "targets[0].adress");
+    assert!(unknown[0].message.contains("(line 5, column 5)"), "{e}");
+    assert_eq!(unknown[1].path, "targets[1].adress");
+    assert!(unknown[1].message.contains("(line 8, column 5)"), "{e}");
+}
+
+#[test]
+fn a_field_of_the_wrong_shape_is_one_error_not_also_missing() {
+    let yaml = "agent: { source_cluster: a }\ntargets:\n  - { name: [x, y], kind: tcp, address: \"10.0.0.1:22\" }\n  - { name: z, kind: tcp, address: \"10.0.0.2\" }\n";
+    let e = config::parse(yaml, Path::new(".")).unwrap_err();
+    let got: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 2, "{e}");
+    assert!(got[0].starts_with("targets[0].name: invalid type: sequence"), "{e}");
+    assert!(got[1].starts_with("targets[1].address: `10.0.0.2` has no port"), "{e}");
+}
 
 /// Fixtures that must validate.
 const GOOD: &[&str] = &["good_absent_with_settings.yaml"];
