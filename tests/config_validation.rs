@@ -763,3 +763,120 @@ fn a_client_key_that_does_not_match_its_certificate_is_refused_at_load() {
         "{err}"
     );
 }
+
+/// The fields a raw struct accepts, as serde lists them when it meets one it does not know.
+fn fields_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let err = match serde_yaml_ng::from_str::<T>("__not_a_field__: 1") {
+        Ok(_) => panic!("an unknown field was accepted"),
+        Err(e) => e.to_string(),
+    };
+    let expected = err
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("no field list in {err:?}"))
+        .1;
+    expected.split('`').skip(1).step_by(2).map(String::from).collect()
+}
+
+/// Every field of the inventory, as a full path (`targets[].tls.ca_file`), from the code.
+fn inventory_fields() -> Vec<String> {
+    use pathprobe::config::raw::*;
+    let sections: Vec<(&str, Vec<String>)> = vec![
+        ("", fields_of::<RawConfig>()),
+        ("agent.", fields_of::<RawAgent>()),
+        ("agent.resolver.", fields_of::<RawResolver>()),
+        ("defaults.", fields_of::<RawDefaults>()),
+        ("targets[].", fields_of::<RawTarget>()),
+        ("targets[].tls.", fields_of::<RawTls>()),
+        ("targets[].basic_auth.", fields_of::<RawBasicAuth>()),
+        ("targets[].expect.", fields_of::<RawExpect>()),
+    ];
+    let mut out = Vec::new();
+    for (prefix, fields) in sections {
+        for f in fields {
+            let path = format!("{prefix}{f}");
+            // The sections themselves are documented by their own headings.
+            if !["agent", "defaults", "targets"].contains(&path.as_str()) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn reference() -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/inventory.md")).unwrap()
+}
+
+/// docs/inventory.md documents every field the code accepts, and nothing the code does not.
+#[test]
+fn the_inventory_reference_documents_every_field_and_only_real_ones() {
+    let doc = reference();
+    let fields = inventory_fields();
+    assert!(fields.len() > 30, "{fields:?}");
+    let documented: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(path, _)| path.to_string())
+        .filter(|p| p.starts_with("agent.") || p.starts_with("defaults.") || p.starts_with("targets[]."))
+        .collect();
+    let missing: Vec<&String> = fields.iter().filter(|f| !documented.contains(f)).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/inventory.md has no row for {missing:?}: add one (type, default, what, example)"
+    );
+    let unknown: Vec<&String> = documented.iter().filter(|d| !fields.contains(d)).collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/inventory.md documents fields the code does not have: {unknown:?}"
+    );
+    for row in doc
+        .lines()
+        .filter(|l| l.starts_with("| `") && documented.iter().any(|d| l.starts_with(&format!("| `{d}`"))))
+    {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        assert_eq!(
+            cells.len(),
+            5,
+            "a row needs field, type, default, what and example: {row}"
+        );
+        assert!(
+            cells.iter().all(|c| !c.trim().trim_matches('|').trim().is_empty()),
+            "empty cell in {row}"
+        );
+    }
+}
+
+/// The reference's full example is a valid inventory.
+#[test]
+fn the_inventory_reference_example_validates() {
+    let doc = reference();
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a yaml example");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pathprobe::testbed::TestCa::new();
+    let client = ca.issue_valid(&["pathprobe-client"]);
+    for (name, text) in [
+        ("secrets/proxmox-ruapehu-password", "not-a-real-password\n"),
+        ("secrets/mimir-token", "not-a-real-token\n"),
+        ("certs/nas.pem", ca.cert_pem.as_str()),
+        ("certs/internal-ca.pem", ca.cert_pem.as_str()),
+        ("certs/client.pem", client.cert_pem.as_str()),
+        ("certs/client.key", client.key_pem.as_str()),
+    ] {
+        let p = dir.path().join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    let inv = config::parse(yaml, dir.path()).unwrap_or_else(|e| panic!("the example is invalid:\n{e}"));
+    assert_eq!(inv.targets.len(), 4 + 5);
+    assert_eq!(inv.absent.len(), 1);
+    // Every field of the code is used by the example.
+    for field in inventory_fields() {
+        let leaf = field.rsplit(['.', ']']).next().unwrap();
+        assert!(yaml.contains(&format!("{leaf}:")), "the example does not use {field}");
+    }
+}
