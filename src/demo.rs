@@ -189,7 +189,7 @@ pub async fn probe_all(inventory: &Inventory, ctx: &ProbeContext) -> Vec<ProbeRe
 /// The demo's table, with the documented-absent targets listed under it.
 pub fn render(inventory: &Inventory, results: &[ProbeResult]) -> String {
     let rows: Vec<(&Target, &ProbeResult)> = inventory.targets.iter().zip(results).collect();
-    let mut out = report::table(&rows);
+    let mut out = report::table(&rows, report::Hints::Inventory);
     for absent in &inventory.absent {
         let _ = writeln!(
             out,

@@ -322,7 +322,7 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
         }
     } else {
         let rows: Vec<_> = targets.iter().zip(&results).collect();
-        print!("{}", report::table(&rows));
+        print!("{}", report::table(&rows, report::Hints::Flags));
     }
     if results.iter().all(|r| r.success()) {
         ExitCode::SUCCESS

@@ -265,3 +265,136 @@ fn demo_serves_metrics_that_promtool_accepts() {
     let (ok, report) = agent::promtool_check_metrics(&exposition);
     assert!(ok && report.trim().is_empty(), "promtool check metrics: {report}");
 }
+
+/// `check ARGS…`: (exit code, stdout, stderr).
+async fn check(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["check".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = pathprobe_async(all).await;
+    (out.status.code(), stdout(&out), stderr(&out))
+}
+
+#[tokio::test]
+async fn a_401_with_no_credentials_sent_says_so_and_names_the_flags() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(401, "no")).await;
+    let (code, out, _) = check(&[&format!("http://{}/", server.addr)]).await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("HTTP 401 with no credentials sent"), "{out}");
+    assert!(
+        out.contains("--basic-auth-user") && out.contains("--bearer-token-file"),
+        "{out}"
+    );
+    assert!(!out.contains("password file") && !out.contains("basic_auth"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "wrong\n").unwrap();
+    let (_, out, _) = check(&[
+        "--basic-auth-user",
+        "root@pam",
+        "--basic-auth-password-file",
+        pw.to_str().unwrap(),
+        &format!("http://{}/", server.addr),
+    ])
+    .await;
+    assert!(
+        out.contains(
+            "HTTP 401: the target refused the credentials sent — check the password in --basic-auth-password-file"
+        ),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_hostname_mismatch_names_the_name_asked_for_and_the_names_the_certificate_holds() {
+    let ca = testbed::TestCa::new();
+    let server = testbed::https(
+        &ca.issue_valid(&["grafana.example.internal", "grafana"]),
+        |_: &testbed::Seen<'_>| Reply::new(200, "ok"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let (code, out, _) = check(&[
+        "--ca-file",
+        ca_file.to_str().unwrap(),
+        &format!("tls://{}", server.addr),
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains(&format!(
+            "certificate of {} is for grafana.example.internal, grafana, not 127.0.0.1, the name asked for: fix the URL, or set --server-name to a name the certificate holds",
+            server.addr
+        )),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_port_says_it_was_not_tls() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let url = format!("https://{}/", server.addr);
+    let (code, out, _) = check(&[&url]).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains(&format!(
+            "{} did not answer in TLS: it speaks plain text there, not TLS — use http://",
+            server.addr
+        )),
+        "{out}"
+    );
+    let (_, out, _) = check(&["--json", &url]).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["reason"], "tls_handshake");
+    assert!(v["error"].as_str().unwrap().contains("not TLS"), "{v}");
+}
+
+#[tokio::test]
+async fn untrusted_advice_fits_whether_a_ca_file_was_given_and_json_tls_is_null_without_a_handshake() {
+    let now = time::OffsetDateTime::now_utc();
+    let served = testbed::self_signed_ca(
+        &["127.0.0.1"],
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    let other = testbed::self_signed_ca(
+        &["127.0.0.1"],
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    let server = testbed::https(&served, |_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let target = format!("tls://{}", server.addr);
+    let (_, out, _) = check(&[&target]).await;
+    assert!(
+        out.contains("tls_untrusted")
+            && out.contains("pass --ca-file with its CA or the certificate itself, or --insecure"),
+        "{out}"
+    );
+    assert!(!out.contains("tls.ca_file"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("other.pem");
+    std::fs::write(&wrong, &other.cert_pem).unwrap();
+    let (_, out, _) = check(&["--ca-file", wrong.to_str().unwrap(), &target]).await;
+    assert!(
+        out.contains("does not verify against the CA given with --ca-file"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("pass --ca-file") && !out.contains("set tls.ca_file"),
+        "{out}"
+    );
+    let (_, out, _) = check(&["--json", "--ca-file", wrong.to_str().unwrap(), &target]).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["reason"], "tls_untrusted");
+    assert!(v["tls"].is_null(), "no handshake completed: {v}");
+
+    let pinned = dir.path().join("pinned.pem");
+    std::fs::write(&pinned, &served.cert_pem).unwrap();
+    let (code, out, _) = check(&["--json", "--ca-file", pinned.to_str().unwrap(), &target]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["tls"]["version"], "TLSv1.3", "{v}");
+}

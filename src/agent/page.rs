@@ -105,7 +105,7 @@ fn row_html(out: &mut String, row: &Row, now: SystemTime) {
                 "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div></td>",
                 r.reason.as_str(),
                 esc(&since),
-                esc(r.reason.meaning())
+                esc(&crate::report::advice(t, r, crate::report::Hints::Inventory))
             );
             let mut phases: Vec<String> = Phase::ALL
                 .iter()

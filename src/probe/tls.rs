@@ -208,7 +208,13 @@ pub async fn handshake_alpn(
             connector
                 .connect(settings.server_name.clone(), tcp)
                 .await
-                .map_err(|source| ProbeError::Tls { source })
+                .map_err(|source| {
+                    if is_not_tls(&source) {
+                        ProbeError::NotTls { source }
+                    } else {
+                        ProbeError::Tls { source }
+                    }
+                })
         })
         .await;
     let mut facts = TlsFacts::default();
@@ -230,6 +236,17 @@ pub async fn handshake_alpn(
     result
 }
 
+/// rustls's verdict on a first record whose content type is not TLS's: the peer sent something
+/// else (`HTTP/1.1 400 …`, an SSH banner).
+fn is_not_tls(err: &std::io::Error) -> bool {
+    matches!(
+        err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
+}
+
 fn version_name(v: rustls::ProtocolVersion) -> String {
     match v {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
@@ -247,6 +264,22 @@ fn describe_certificate(der: &[u8], facts: &mut TlsFacts) {
                 .ok()
                 .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
             facts.peer_cert_subject = Some(cert.subject().to_string());
+            if let Ok(Some(san)) = cert.subject_alternative_name() {
+                for name in &san.value.general_names {
+                    match name {
+                        x509_parser::extensions::GeneralName::DNSName(n) => facts.peer_cert_names.push(n.to_string()),
+                        x509_parser::extensions::GeneralName::IPAddress(b) => {
+                            let ip = match b.len() {
+                                4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                                16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                                _ => None,
+                            };
+                            facts.peer_cert_names.extend(ip.map(|ip| ip.to_string()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
         }
         Err(e) => tracing::debug!(error = %e, "peer certificate could not be parsed"),
     }

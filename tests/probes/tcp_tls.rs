@@ -401,3 +401,32 @@ async fn a_pinned_ca_certificate_only_for_client_auth_is_tls_untrusted() {
     let r = check(&format!("tls://{addr}"), &pinned).await;
     assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
 }
+
+/// The agent's page and log speak the inventory's words, and do not tell the operator to set
+/// `tls.ca_file` when it is set.
+#[tokio::test]
+async fn untrusted_advice_in_inventory_words_fits_whether_ca_file_is_set() {
+    use pathprobe::report::{advice, Hints};
+    let (from, to) = valid_for_a_year();
+    let served = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let other = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&served, ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "other.pem", &other.cert_pem);
+    let yaml = format!(
+        "agent: {{ source_cluster: t }}\ntargets:\n  - {{ name: pinned-wrong, kind: tls, address: \"{a}\", tls: {{ ca_file: other.pem }} }}\n  - {{ name: system-roots, kind: tls, address: \"{a}\" }}\n",
+        a = server.addr
+    );
+    let targets = crate::common::inventory(&yaml, dir.path());
+    let with_ca = crate::common::run(&targets[0]).await;
+    assert_eq!(with_ca.reason, Reason::TlsUntrusted);
+    let words = advice(&targets[0], &with_ca, Hints::Inventory);
+    assert!(
+        words.contains("the CA in tls.ca_file") && !words.contains("set tls.ca_file"),
+        "{words}"
+    );
+    let without = crate::common::run(&targets[1]).await;
+    assert_eq!(without.reason, Reason::TlsUntrusted);
+    let words = advice(&targets[1], &without, Hints::Inventory);
+    assert!(words.contains("set tls.ca_file"), "{words}");
+}
