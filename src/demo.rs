@@ -191,11 +191,7 @@ pub fn render(inventory: &Inventory, results: &[ProbeResult]) -> String {
     let rows: Vec<(&Target, &ProbeResult)> = inventory.targets.iter().zip(results).collect();
     let mut out = report::table(&rows, report::Hints::Inventory);
     for absent in &inventory.absent {
-        let _ = writeln!(
-            out,
-            "--   {} (expected absent, not probed): {}",
-            absent.name, absent.why
-        );
+        let _ = writeln!(out, "{}", report::absent_line(absent));
     }
     out
 }

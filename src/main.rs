@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 
 use pathprobe::adhoc::{self, AdhocOptions};
 use pathprobe::probe::{self, ProbeContext, Resolver};
-use pathprobe::target::{Network, ResolverSettings, Target};
+use pathprobe::target::{AbsentTarget, Network, ResolverSettings, Target};
 use pathprobe::{agent, config, demo, report};
 
 /// Exit code for usage and config errors (the contract's 2).
@@ -89,9 +89,10 @@ struct CheckArgs {
     /// One JSON object per target, one per line.
     #[arg(long)]
     json: bool,
-    /// Probe timeout for ad-hoc targets (Prometheus-style duration: 500ms, 5s, 1m).
-    #[arg(long, default_value = "5s", value_parser = parse_duration)]
-    timeout: Duration,
+    /// Probe timeout (Prometheus-style duration: 500ms, 5s, 1m); default 5s for ad-hoc targets,
+    /// the inventory's for named ones. Like every flag below, it overrides a named target's setting.
+    #[arg(long, value_parser = parse_duration)]
+    timeout: Option<Duration>,
     /// Skip TLS certificate verification (the certificate is still recorded).
     #[arg(long)]
     insecure: bool,
@@ -249,15 +250,8 @@ fn validate(file: &std::path::Path) -> ExitCode {
 }
 
 async fn check(args: Box<CheckArgs>) -> ExitCode {
-    let inventory = match &args.config {
-        Some(path) => match load(path) {
-            Ok(inv) => Some(inv),
-            Err(code) => return code,
-        },
-        None => None,
-    };
     let opts = AdhocOptions {
-        timeout: args.timeout,
+        timeout: args.timeout.unwrap_or(Duration::from_secs(5)),
         insecure: args.insecure,
         ca_file: args.ca_file.clone(),
         server_name: args.server_name.clone(),
@@ -267,7 +261,63 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
         expect_status: args.expect_status.clone(),
         ..AdhocOptions::default()
     };
+    let names: Vec<String> = args.targets.iter().filter(|a| !a.contains("://")).cloned().collect();
+    // Per named target: the flags that override its settings, and those that do not apply to it.
+    let mut overridden: Vec<(String, Vec<&'static str>, Vec<&'static str>)> = Vec::new();
+    let mut all_names: Vec<String> = Vec::new();
+    let inventory = match &args.config {
+        Some(path) => {
+            let loaded = config::load_for_check(path, &names, |raw| {
+                if raw.expected == Some(false) {
+                    return;
+                }
+                let (applied, ignored) = adhoc::override_raw(raw, &opts, args.timeout.is_some());
+                let name = raw.name.as_deref().unwrap_or_default().trim().to_string();
+                overridden.push((name, applied, ignored));
+            });
+            match loaded {
+                Ok(for_check) => {
+                    for w in &for_check.loaded.warnings {
+                        eprintln!("warning: {w}");
+                    }
+                    if !for_check.elsewhere.is_empty() {
+                        eprintln!(
+                            "warning: {} has {} error(s) in targets not asked for; checking the named ones anyway:",
+                            path.display(),
+                            for_check.elsewhere.len()
+                        );
+                        for e in &for_check.elsewhere {
+                            eprintln!("warning:   {e}");
+                        }
+                    }
+                    all_names = for_check.names;
+                    Some(for_check.loaded.inventory)
+                }
+                Err(errors) => {
+                    eprintln!("{}: invalid\n{errors}", path.display());
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            }
+        }
+        None => None,
+    };
+    overridden.dedup_by(|a, b| a.0 == b.0);
+    for (name, applied, ignored) in &overridden {
+        if !applied.is_empty() {
+            eprintln!(
+                "note: {name}: {} override(s) the inventory's settings",
+                applied.join(", ")
+            );
+        }
+        if !ignored.is_empty() {
+            eprintln!(
+                "note: {name}: {} do(es) not apply to this target's kind; ignored",
+                ignored.join(", ")
+            );
+        }
+    }
     let mut targets: Vec<Target> = Vec::new();
+    let mut absent: Vec<AbsentTarget> = Vec::new();
     for arg in &args.targets {
         let named: Vec<Target> = inventory
             .iter()
@@ -277,17 +327,20 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
             targets.extend(named);
             continue;
         }
-        if let Some(absent) = inventory
+        let named_absent: Vec<AbsentTarget> = inventory
             .iter()
-            .flat_map(|inv| inv.absent.iter())
-            .find(|a| &a.name == arg)
-        {
-            eprintln!("{arg}: documented absent, not probed: {}", absent.why);
+            .flat_map(|inv| inv.absent.iter().filter(|a| &a.name == arg).cloned())
+            .collect();
+        if !named_absent.is_empty() {
+            absent.extend(named_absent);
             continue;
         }
         if !arg.contains("://") {
+            let hint = config::did_you_mean(arg, all_names.iter().map(String::as_str))
+                .map(|n| format!("did you mean `{n}`? "))
+                .unwrap_or_default();
             eprintln!(
-                "error: {arg:?} is neither a target name in {} nor a URL (tcp://host:port, tls://host:port, http(s)://…, scrape+http(s)://…, dns://name)",
+                "error: {arg:?} is neither a target name in {} nor a URL; {hint}(ad-hoc targets: tcp://host:port, tls://host:port, http(s)://…, scrape+http(s)://…, dns://name)",
                 args.config.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "the config (none given; use --config)".into())
             );
             return ExitCode::from(EXIT_USAGE);
@@ -320,9 +373,17 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
         for (t, r) in targets.iter().zip(&results) {
             println!("{}", report::json(t, r));
         }
+        for a in &absent {
+            println!("{}", report::absent_json(a));
+        }
     } else {
         let rows: Vec<_> = targets.iter().zip(&results).collect();
-        print!("{}", report::table(&rows, report::Hints::Flags));
+        if !rows.is_empty() {
+            print!("{}", report::table(&rows, report::Hints::Flags));
+        }
+        for a in &absent {
+            println!("{}", report::absent_line(a));
+        }
     }
     if results.iter().all(|r| r.success()) {
         ExitCode::SUCCESS

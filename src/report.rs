@@ -7,7 +7,7 @@ use serde_json::{json, Map, Value};
 
 use crate::probe::{Phase, ProbeResult};
 use crate::reason::Reason;
-use crate::target::Target;
+use crate::target::{AbsentTarget, Target};
 
 /// The `check --json` object for one probe.
 pub fn json(target: &Target, result: &ProbeResult) -> Value {
@@ -41,6 +41,24 @@ pub fn json(target: &Target, result: &ProbeResult) -> Value {
         "resolved": result.trace.resolved.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
         "error": result.error,
     })
+}
+
+/// The `check --json` object for a documented-absent target: listed, never probed.
+pub fn absent_json(a: &AbsentTarget) -> Value {
+    json!({
+        "target": a.name,
+        "instance": a.instance,
+        "kind": a.kind.map(|k| k.as_str()),
+        "expected": false,
+        "why": a.why,
+        "success": null,
+        "reason": null,
+    })
+}
+
+/// The people's line for a documented-absent target.
+pub fn absent_line(a: &AbsentTarget) -> String {
+    format!("--   {} (documented absent, not probed): {}", a.name, a.why)
 }
 
 /// RFC 3339 in UTC, seconds precision.

@@ -197,8 +197,25 @@ async fn check_looks_names_up_in_the_config() {
         (v["target"].as_str(), v["kind"].as_str(), v["samples"].as_u64()),
         (Some("exporter"), Some("scrape"), Some(1))
     );
-    let out = pathprobe_async(vec!["check".into(), "--config".into(), p, "kube-proxy".into()]).await;
-    assert!(stderr(&out).contains("documented absent"), "{}", stderr(&out));
+    let out = pathprobe_async(vec!["check".into(), "--config".into(), p.clone(), "kube-proxy".into()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "--   kube-proxy (documented absent, not probed): Cilium replaces kube-proxy"
+    );
+    let out = pathprobe_async(vec![
+        "check".into(),
+        "--config".into(),
+        p,
+        "--json".into(),
+        "kube-proxy".into(),
+    ])
+    .await;
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["target"], "kube-proxy");
+    assert_eq!(v["expected"], false);
+    assert_eq!(v["why"], "Cilium replaces kube-proxy");
+    assert!(v["success"].is_null() && v["reason"].is_null(), "{v}");
 }
 
 #[test]
@@ -222,7 +239,10 @@ fn demo_once_shows_one_target_per_failure_class() {
     ] {
         assert!(text.contains(reason), "demo shows {reason}:\n{text}");
     }
-    assert!(text.contains("kube-scheduler (expected absent"), "{text}");
+    assert!(
+        text.contains("kube-scheduler (documented absent, not probed)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -397,4 +417,82 @@ async fn untrusted_advice_fits_whether_a_ca_file_was_given_and_json_tls_is_null_
     assert_eq!(code, Some(0), "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["tls"]["version"], "TLSv1.3", "{v}");
+}
+
+/// The runbook tool in an incident: one target's missing Secret key does not stop `check` of
+/// another; flags override the named target's settings (and say so); an unknown name gets a
+/// "did you mean".
+#[tokio::test]
+async fn check_of_a_name_survives_errors_elsewhere_and_applies_flags_as_overrides() {
+    let slow = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let teapot = testbed::http(|_: &testbed::Seen<'_>| Reply::new(418, "short and stout")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "agent: {{ source_cluster: prod }}\ntargets:\n  - {{ name: proxmox, kind: http, url: \"http://{slow}/\", basic_auth: {{ username: root@pam, password_file: secrets/missing }} }}\n  - {{ name: web, kind: http, url: \"http://{teapot}/\" }}\n  - {{ name: vault, kind: tcp, address: \"10.0.0.1\" }}\n",
+            slow = slow.addr,
+            teapot = teapot.addr
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+
+    // web alone: the other targets' errors are warnings.
+    let (code, out, err) = check(&["--config", p, "web"]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("http_status"), "{out}");
+    assert!(err.contains("2 error(s) in targets not asked for"), "{err}");
+    assert!(
+        err.contains("targets[0].basic_auth.password_file: cannot read"),
+        "{err}"
+    );
+    assert!(err.contains("targets[2].address"), "{err}");
+
+    // Flags override the named target's settings, and say so.
+    let (code, out, err) = check(&[
+        "--config",
+        p,
+        "--expect-status",
+        "418",
+        "--timeout",
+        "2s",
+        "--insecure",
+        "web",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains("note: web: --timeout, --expect-status override(s) the inventory's settings"),
+        "{err}"
+    );
+    assert!(err.contains("note: web: --insecure do(es) not apply"), "{err}");
+
+    // The broken target itself is still refused, with its real path.
+    let (code, _, err) = check(&["--config", p, "proxmox"]).await;
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("targets[0].basic_auth.password_file: cannot read"),
+        "{err}"
+    );
+    assert!(!err.contains("targets[2]"), "only what proxmox needs: {err}");
+    // …unless the flags supply what it lacks.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let (code, out, err) = check(&[
+        "--config",
+        p,
+        "--basic-auth-user",
+        "root@pam",
+        "--basic-auth-password-file",
+        pw.to_str().unwrap(),
+        "proxmox",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let (code, _, err) = check(&["--config", p, "prox"]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("did you mean `proxmox`?"), "{err}");
 }

@@ -148,24 +148,132 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Inventory, ConfigErrors> {
 /// collected and the fields at fault set aside, then the rest is validated, so four typos and a
 /// bad value take one run to see, not five.
 pub fn parse_with_warnings(text: &str, base_dir: &Path) -> Result<Loaded, ConfigErrors> {
-    let (raw, mut errors) = parse_raw_collecting(text);
+    let (raw, structural) = parse_raw_collecting(text);
     let Some(raw) = raw else {
-        return Err(ConfigErrors(errors));
+        return Err(ConfigErrors(structural));
     };
-    if errors.is_empty() {
+    if structural.is_empty() {
         return validate_with_warnings(&raw, base_dir).map_err(ConfigErrors);
     }
-    // A field refused for its shape was set aside; what validation then says about the same
-    // field (`missing`) is not news.
+    Err(ConfigErrors(with_validation(&raw, structural, base_dir)))
+}
+
+/// The shape errors and then every validation error of what is left, in file order. A field
+/// refused for its shape was set aside; what validation then says about the same field
+/// (`missing`) is not news.
+fn with_validation(raw: &RawConfig, mut errors: Vec<ConfigError>, base_dir: &Path) -> Vec<ConfigError> {
     let set_aside: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
-    if let Err(more) = validate_with_warnings(&raw, base_dir) {
+    if let Err(more) = validate_with_warnings(raw, base_dir) {
         errors.extend(
             more.into_iter()
                 .filter(|e| !set_aside.iter().any(|p| e.path == *p || within(&e.path, p))),
         );
     }
     errors.sort_by_key(|e| file_order(&e.path));
-    Err(ConfigErrors(errors))
+    errors
+}
+
+/// What `check --config FILE NAME…` loads: the named targets, whatever is wrong elsewhere.
+#[derive(Debug)]
+pub struct ForCheck {
+    /// The agent settings and the named targets (probed and documented-absent).
+    pub loaded: Loaded,
+    /// What is wrong with the targets not asked for: worth a warning, not a refusal.
+    pub elsewhere: Vec<ConfigError>,
+    /// Every target name in the file, for "did you mean".
+    pub names: Vec<String>,
+}
+
+/// Loads the inventory for `check`: only the targets named in `names` (after `adjust`, which
+/// applies `check`'s flags to each) must be valid, with `agent` and `defaults`; an error in a
+/// target not asked for (a Secret key missing for another target) must not disable the runbook
+/// tool for every target, so it comes back in [`ForCheck::elsewhere`].
+pub fn load_for_check(
+    path: &Path,
+    names: &[String],
+    mut adjust: impl FnMut(&mut raw::RawTarget),
+) -> Result<ForCheck, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            path.display().to_string(),
+            format!("cannot read the inventory: {e}; check the path"),
+        )
+    })?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (raw, structural) = parse_raw_collecting(&text);
+    let Some(raw) = raw else {
+        return Err(ConfigErrors(structural));
+    };
+    let all = raw.targets.clone().unwrap_or_default();
+    let picked: Vec<usize> = (0..all.len())
+        .filter(|&i| {
+            all[i]
+                .name
+                .as_deref()
+                .is_some_and(|n| names.iter().any(|a| a == n.trim()))
+        })
+        .collect();
+    let concerns_picked = |p: &str| match file_order(p) {
+        n @ 3.. if n != usize::MAX => picked.contains(&(n - 3)),
+        _ => true,
+    };
+    let everything = with_validation(&raw, structural.clone(), base_dir);
+    let elsewhere: Vec<ConfigError> = everything.into_iter().filter(|e| !concerns_picked(&e.path)).collect();
+    let mut fatal: Vec<ConfigError> = structural.into_iter().filter(|e| concerns_picked(&e.path)).collect();
+
+    let mut sub = raw.clone();
+    sub.targets = Some(
+        picked
+            .iter()
+            .map(|&i| {
+                let mut t = all[i].clone();
+                adjust(&mut t);
+                t
+            })
+            .collect(),
+    );
+    let renumber = |e: ConfigError| -> ConfigError {
+        let n = file_order(&e.path);
+        if n >= 3 && n != usize::MAX {
+            let local = format!("targets[{}]", n - 3);
+            let path = e.path.replacen(&local, &format!("targets[{}]", picked[n - 3]), 1);
+            ConfigError { path, ..e }
+        } else {
+            e
+        }
+    };
+    let set_aside: Vec<String> = fatal.iter().map(|e| e.path.clone()).collect();
+    match validate_with_warnings(&sub, base_dir) {
+        Ok(mut loaded) if fatal.is_empty() => {
+            // An empty selection is not "none listed"; and one probe has no interval to fit in.
+            loaded
+                .warnings
+                .retain(|w| w.path != "targets" && !w.message.contains("is not below the interval"));
+            let names = all
+                .iter()
+                .filter_map(|t| t.name.as_deref().map(str::trim).map(String::from))
+                .collect();
+            Ok(ForCheck {
+                loaded,
+                elsewhere,
+                names,
+            })
+        }
+        Ok(_) => Err(ConfigErrors(fatal)),
+        Err(errors) => {
+            fatal.extend(
+                errors
+                    .into_iter()
+                    .map(renumber)
+                    .filter(|e| !set_aside.iter().any(|p| e.path == *p || within(&e.path, p))),
+            );
+            fatal.sort_by_key(|e| file_order(&e.path));
+            Err(ConfigErrors(fatal))
+        }
+    }
 }
 
 /// The candidate closest to `typo` when it is close enough to be what was meant (a slip of a
@@ -173,12 +281,21 @@ pub fn parse_with_warnings(text: &str, base_dir: &Path) -> Result<Loaded, Config
 pub fn did_you_mean<'a>(typo: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let typo_lower = typo.to_lowercase();
     let allowed = (typo.chars().count() / 3).clamp(1, 3);
-    candidates
-        .into_iter()
-        .map(|c| (edit_distance(&typo_lower, &c.to_lowercase()), c))
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let near = candidates
+        .iter()
+        .map(|c| (edit_distance(&typo_lower, &c.to_lowercase()), *c))
         .filter(|(d, _)| *d <= allowed)
         .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c)
+        .map(|(_, c)| c);
+    // Or a name begun and not finished (`prox` for `proxmox-ruapehu`).
+    near.or_else(|| {
+        candidates
+            .iter()
+            .filter(|c| typo.chars().count() >= 3 && c.to_lowercase().starts_with(&typo_lower))
+            .min_by_key(|c| c.len())
+            .copied()
+    })
 }
 
 /// Levenshtein distance, with a swap of neighbours counted as one edit.
