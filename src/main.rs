@@ -44,8 +44,8 @@ enum Command {
         /// Print one round and exit.
         #[arg(long)]
         once: bool,
-        /// Where to serve /metrics while the demo runs.
-        #[arg(long, default_value = "127.0.0.1:9807")]
+        /// Where to serve /metrics while the demo runs (ip:port, :port or localhost:port).
+        #[arg(long, default_value = "127.0.0.1:9807", value_parser = parse_listen)]
         listen: SocketAddr,
     },
 }
@@ -55,14 +55,15 @@ struct RunArgs {
     /// The inventory YAML file (watched: changes apply within a couple of seconds; SIGHUP too).
     #[arg(long)]
     config: PathBuf,
-    /// Where to serve /metrics, /healthz, /readyz and the status page.
-    #[arg(long, default_value = "0.0.0.0:9807")]
+    /// Where to serve /metrics, /healthz, /readyz and the status page: ip:port, :port (every
+    /// address) or localhost:port.
+    #[arg(long, default_value = "0.0.0.0:9807", value_parser = parse_listen)]
     listen: SocketAddr,
     /// Log format: `human`, or `json` (one object per line, for Loki).
     #[arg(long, default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
-    /// Probes in flight at most, over all targets.
-    #[arg(long, default_value_t = 128)]
+    /// Probes in flight at most, over all targets (1 or more).
+    #[arg(long, default_value_t = 128, value_parser = parse_max_in_flight)]
     max_in_flight: usize,
     /// Random start offset per target, as a fraction of its interval (0 to 1).
     #[arg(long, default_value_t = 0.05, value_parser = parse_fraction)]
@@ -129,6 +130,37 @@ fn parse_fraction(s: &str) -> Result<f64, String> {
     }
 }
 
+/// A listen address as operators write it: `0.0.0.0:9807`, `[::]:9807`, `:9807` (every
+/// address, as Go programs take it) or `localhost:9807`.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let example = "write ip:port, e.g. 0.0.0.0:9807 (every address), :9807 (the same) or 127.0.0.1:9807";
+    let bad = || format!("`{s}` is not a listen address; {example}");
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| bad())?;
+        return Ok(SocketAddr::from(([0, 0, 0, 0], port)));
+    }
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+    let port: u16 = port.parse().map_err(|_| bad())?;
+    if host.eq_ignore_ascii_case("localhost") {
+        return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    Err(format!(
+        "`{s}`: the host must be an IP address (or localhost), not a name; {example}"
+    ))
+}
+
+fn parse_max_in_flight(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("0 would never probe anything; give 1 or more, e.g. 128".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("`{s}` is not a whole number; give 1 or more, e.g. 128")),
+    }
+}
+
 fn parse_duration(s: &str) -> Result<Duration, String> {
     config::parse_duration(s).map_err(|e| e.to_string())
 }
@@ -192,11 +224,24 @@ async fn run(args: RunArgs) -> ExitCode {
             .network
             .map(|n| if n == "pod" { Network::Pod } else { Network::Host }),
     };
+    let json = args.log_format == "json";
     match agent::run(opts).await {
         Ok(()) => ExitCode::SUCCESS,
+        Err(agent::StartError::Config { path, errors }) if json => {
+            // One log line per error, so Loki shows each with its field path.
+            for e in errors.iter() {
+                tracing::error!(config = %path, "{e}");
+            }
+            tracing::error!(config = %path, errors = errors.len(), "the inventory is invalid; not starting");
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(e @ agent::StartError::Config { .. }) => {
             eprintln!("{e}");
             ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) if json => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("error: {e}");

@@ -132,7 +132,7 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "missing_source_cluster.yaml",
-        "agent.source_cluster: missing; set it to the cluster this agent runs in (the source_cluster label)",
+        "agent.source_cluster: missing; set it to the cluster this agent runs in (the source_cluster label), or run the agent with --source-cluster or PATHPROBE_SOURCE_CLUSTER",
     ),
     (
         "many_errors.yaml",
@@ -540,7 +540,7 @@ fn a_timeout_longer_than_the_interval_is_a_warning() {
 fn secrets_are_read_trimmed_and_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "password", "hunter2-pw\n\n");
-    write(dir.path(), "token", "tok-abc123\r\n");
+    write(dir.path(), "token", "  tok-abc123 \r\n\n");
     let text = "agent: {source_cluster: prod}\n\
          targets:\n\
          - {name: a, kind: http, url: 'https://10.0.0.1/', basic_auth: {username: admin, password_file: password}}\n\
@@ -548,8 +548,8 @@ fn secrets_are_read_trimmed_and_never_shown() {
     let path = write(dir.path(), "inventory.yaml", text);
     let inv = config::load(&path).unwrap();
     match &inv.targets[0].http.as_ref().unwrap().auth {
-        // Exactly one trailing newline is trimmed.
-        Some(Auth::Basic { password, .. }) => assert_eq!(password.expose(), "hunter2-pw\n"),
+        // Surrounding whitespace is trimmed, as Prometheus does.
+        Some(Auth::Basic { password, .. }) => assert_eq!(password.expose(), "hunter2-pw"),
         other => panic!("{other:?}"),
     }
     match &inv.targets[1].http.as_ref().unwrap().auth {

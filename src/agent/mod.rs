@@ -47,7 +47,7 @@ pub struct Options {
 impl Options {
     /// Loads the inventory and applies the command line's overrides of the agent's identity.
     fn load(&self) -> Result<config::Loaded, ConfigErrors> {
-        let mut loaded = config::load_with_warnings(&self.config)?;
+        let mut loaded = config::load_as(&self.config, self.source_cluster.as_deref())?;
         if let Some(cluster) = &self.source_cluster {
             loaded.inventory.agent.source_cluster = cluster.clone();
         }
@@ -81,6 +81,8 @@ struct Shared {
     source: RwLock<Source>,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// When the latest reload was rejected, and its errors; cleared by a good one.
+    rejected: RwLock<Option<(SystemTime, String)>>,
 }
 
 impl Shared {
@@ -195,6 +197,7 @@ async fn serve_inventory(
         source: RwLock::new(source),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        rejected: RwLock::new(None),
     });
     shared.status.set_inventory(&inventory.targets, &inventory.absent);
 
@@ -275,6 +278,7 @@ fn reload_if_changed(
             *current = next;
             exporter.config_reloads.with_label_values(&["success"]).inc();
             exporter.config_last_reload_successful.set(1.0);
+            *shared.rejected.write().expect("not poisoned") = None;
         }
         Err(errors) if watch.last_failure.as_deref() == Some(errors.as_str()) => {}
         Err(errors) => {
@@ -284,6 +288,7 @@ fn reload_if_changed(
                 tracing::error!(config = %opts.config.display(), "{e}");
             }
             tracing::error!("inventory rejected; the running inventory keeps probing");
+            *shared.rejected.write().expect("not poisoned") = Some((SystemTime::now(), errors.clone()));
             watch.last_failure = Some(errors);
         }
     }
@@ -369,7 +374,9 @@ impl serve::Routes for Routes {
             "/" => {
                 let (rows, absent) = s.status.snapshot();
                 let source = s.source.read().expect("not poisoned").clone();
+                let rejected = s.rejected.read().expect("not poisoned").clone();
                 let header = page::Header {
+                    rejected: rejected.as_ref().map(|(at, errors)| (*at, errors.as_str())),
                     node: &source.node,
                     cluster: &source.cluster,
                     network: &source.network,

@@ -124,6 +124,13 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigErrors> {
 
 /// [`load`], keeping the warnings.
 pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigErrors> {
+    load_as(path, None)
+}
+
+/// [`load_with_warnings`] for an agent whose command line names its cluster
+/// (`--source-cluster`, `PATHPROBE_SOURCE_CLUSTER`): then `agent.source_cluster` may be left out
+/// of the inventory (either is enough), and stands in for it as the targets' default `cluster`.
+pub fn load_as(path: &Path, source_cluster: Option<&str>) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(
             path.display().to_string(),
@@ -134,7 +141,7 @@ pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigErrors> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    parse_with_warnings(&text, base_dir)
+    parse_as(&text, base_dir, source_cluster)
 }
 
 /// Parses and validates inventory text; relative file paths resolve against `base_dir`.
@@ -148,10 +155,22 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Inventory, ConfigErrors> {
 /// collected and the fields at fault set aside, then the rest is validated, so four typos and a
 /// bad value take one run to see, not five.
 pub fn parse_with_warnings(text: &str, base_dir: &Path) -> Result<Loaded, ConfigErrors> {
+    parse_as(text, base_dir, None)
+}
+
+/// [`parse_with_warnings`], with the command line's cluster standing in for a missing
+/// `agent.source_cluster`.
+fn parse_as(text: &str, base_dir: &Path, source_cluster: Option<&str>) -> Result<Loaded, ConfigErrors> {
     let (raw, structural) = parse_raw_collecting(text);
-    let Some(raw) = raw else {
+    let Some(mut raw) = raw else {
         return Err(ConfigErrors(structural));
     };
+    if let Some(cluster) = source_cluster {
+        let agent = raw.agent.get_or_insert_with(Default::default);
+        if agent.source_cluster.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            agent.source_cluster = Some(cluster.to_string());
+        }
+    }
     if structural.is_empty() {
         return validate_with_warnings(&raw, base_dir).map_err(ConfigErrors);
     }
