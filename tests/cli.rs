@@ -243,6 +243,18 @@ fn demo_once_shows_one_target_per_failure_class() {
         text.contains("kube-scheduler (documented absent, not probed)"),
         "{text}"
     );
+    // It explains itself: the failures are on purpose, and what the columns mean.
+    assert!(
+        text.starts_with("pathprobe demo: 14 targets on loopback, started for this tour. 3 are healthy; the other 11 fail on purpose, one per failure class"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "REQUEST (from sending the request to the first byte of the answer), TRANSFER (reading the body)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("3 samples"), "{text}");
 }
 
 #[test]
@@ -495,4 +507,12 @@ async fn check_of_a_name_survives_errors_elsewhere_and_applies_flags_as_override
     let (code, _, err) = check(&["--config", p, "prox"]).await;
     assert_eq!(code, Some(2));
     assert!(err.contains("did you mean `proxmox`?"), "{err}");
+}
+
+#[tokio::test]
+async fn one_sample_is_singular() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "# TYPE up gauge\nup 1\n")).await;
+    let (code, out, _) = check(&[&format!("scrape+http://{}/metrics", server.addr)]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("HTTP 200, 1 sample\n"), "{out}");
 }

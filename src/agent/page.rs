@@ -55,13 +55,13 @@ pub fn render(header: &Header<'_>, rows: &[Row], absent: &[AbsentTarget], now: S
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <meta http-equiv=refresh content=10><title>pathprobe · {node}</title><style>{STYLE}</style></head><body>\
          <header><h1>pathprobe on {node}</h1><p>cluster {cluster} · network {network} · {state}</p></header><main>\
-         <p class=summary id=summary>{total} targets, <span class={cls}>{failing} failing</span>, {absent_n} documented absent</p>\
+         <p class=summary id=summary>{total}, <span class={cls}>{failing} failing</span>, {absent_n} documented absent</p>\
          <table id=targets><thead><tr><th>State</th><th>Target</th><th>Reason</th><th>Phases</th><th>Last success</th><th>Certificate</th></tr></thead><tbody>",
         node = esc(header.node),
         cluster = esc(header.cluster),
         network = esc(header.network),
         state = if header.ready { "ready" } else { "not ready" },
-        total = rows.len(),
+        total = crate::report::plural(rows.len() as u64, "target", "targets"),
         cls = if failing > 0 { "fail" } else { "ok" },
         absent_n = absent.len(),
     );
