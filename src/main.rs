@@ -264,8 +264,10 @@ fn node_name() -> String {
 }
 
 /// Loads an inventory, printing its warnings; on errors prints them all and gives the exit code.
+/// `PATHPROBE_SOURCE_CLUSTER` stands in for a missing `agent.source_cluster`, as for the agent.
 fn load(path: &std::path::Path) -> Result<pathprobe::target::Inventory, ExitCode> {
-    match config::load_with_warnings(path) {
+    let cluster = std::env::var("PATHPROBE_SOURCE_CLUSTER").ok().filter(|s| !s.is_empty());
+    match config::load_as(path, cluster.as_deref()) {
         Ok(loaded) => {
             for w in &loaded.warnings {
                 eprintln!("warning: {w}");
@@ -312,7 +314,8 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
     let mut all_names: Vec<String> = Vec::new();
     let inventory = match &args.config {
         Some(path) => {
-            let loaded = config::load_for_check(path, &names, |raw| {
+            let cluster = std::env::var("PATHPROBE_SOURCE_CLUSTER").ok().filter(|s| !s.is_empty());
+            let loaded = config::load_for_check(path, cluster.as_deref(), &names, |raw| {
                 if raw.expected == Some(false) {
                     return;
                 }

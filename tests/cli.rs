@@ -516,3 +516,44 @@ async fn one_sample_is_singular() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("HTTP 200, 1 sample\n"), "{out}");
 }
+
+/// An inventory shared by clusters leaves `agent.source_cluster` to the agents' command line:
+/// `check` needs no cluster at all, `validate` takes `PATHPROBE_SOURCE_CLUSTER` as the agent does.
+#[tokio::test]
+async fn an_inventory_without_source_cluster_serves_check_and_validates_with_the_env() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "targets:\n  - {{ name: web, kind: http, url: \"http://{}/\" }}\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let run = move |args: Vec<String>, cluster: Option<&'static str>| {
+        tokio::task::spawn_blocking(move || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_pathprobe"));
+            c.args(&args).env_remove("PATHPROBE_SOURCE_CLUSTER");
+            if let Some(v) = cluster {
+                c.env("PATHPROBE_SOURCE_CLUSTER", v);
+            }
+            c.output().unwrap()
+        })
+    };
+    let out = run(vec!["check".into(), "--config".into(), p.clone(), "web".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(vec!["validate".into(), p.clone()], None).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--source-cluster or PATHPROBE_SOURCE_CLUSTER"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(vec!["validate".into(), p], Some("prod")).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}

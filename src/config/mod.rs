@@ -204,11 +204,13 @@ pub struct ForCheck {
 }
 
 /// Loads the inventory for `check`: only the targets named in `names` (after `adjust`, which
-/// applies `check`'s flags to each) must be valid, with `agent` and `defaults`; an error in a
+/// applies `check`'s flags to each) must be valid, with `agent` and `defaults` (where a missing
+/// `source_cluster` is `source_cluster`, or `-`: one probe from here labels nothing); an error in a
 /// target not asked for (a Secret key missing for another target) must not disable the runbook
 /// tool for every target, so it comes back in [`ForCheck::elsewhere`].
 pub fn load_for_check(
     path: &Path,
+    source_cluster: Option<&str>,
     names: &[String],
     mut adjust: impl FnMut(&mut raw::RawTarget),
 ) -> Result<ForCheck, ConfigErrors> {
@@ -223,9 +225,15 @@ pub fn load_for_check(
         _ => Path::new("."),
     };
     let (raw, structural) = parse_raw_collecting(&text);
-    let Some(raw) = raw else {
+    let Some(mut raw) = raw else {
         return Err(ConfigErrors(structural));
     };
+    // One probe from here labels nothing: an inventory shared by clusters, whose agents take
+    // their cluster from the command line, is as good for `check` as one that names it.
+    let agent = raw.agent.get_or_insert_with(Default::default);
+    if agent.source_cluster.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        agent.source_cluster = Some(source_cluster.unwrap_or("-").to_string());
+    }
     let all = raw.targets.clone().unwrap_or_default();
     let picked: Vec<usize> = (0..all.len())
         .filter(|&i| {
