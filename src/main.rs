@@ -39,6 +39,9 @@ enum Command {
         /// The inventory YAML file.
         file: PathBuf,
     },
+    /// Why is a target down? One verdict per target from Prometheus's `up` and scrape errors and
+    /// every agent's probes (exit 0 all healthy, 1 any other verdict, 2 Prometheus not asked).
+    Diagnose(Box<DiagnoseArgs>),
     /// The zero-setup tour: loopback targets, one per failure class, probed and exported.
     Demo {
         /// Print one round and exit.
@@ -123,6 +126,22 @@ struct CheckArgs {
     targets: Vec<String>,
 }
 
+#[derive(clap::Args)]
+struct DiagnoseArgs {
+    /// Prometheus's URL, e.g. http://prometheus-operated.monitoring.svc:9090.
+    #[arg(long, env = "PATHPROBE_PROMETHEUS")]
+    prometheus: String,
+    /// One JSON object per target, one per line.
+    #[arg(long)]
+    json: bool,
+    /// How long each question to Prometheus may take.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// `JOB` or `JOB/INSTANCE`; none: every target that is down, failing on some node, or
+    /// documented absent.
+    selectors: Vec<String>,
+}
+
 fn parse_fraction(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
@@ -198,6 +217,7 @@ fn main() -> ExitCode {
         Command::Run(args) => runtime.block_on(run(*args)),
         Command::Validate { file } => validate(&file),
         Command::Check(args) => runtime.block_on(check(args)),
+        Command::Diagnose(args) => runtime.block_on(diagnose(*args)),
         Command::Demo { once, listen } => match runtime.block_on(demo::run(once, listen, node_name())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -437,5 +457,85 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    }
+}
+
+async fn diagnose(args: DiagnoseArgs) -> ExitCode {
+    use pathprobe::diagnose::{self, render, DiagnoseError, Selector};
+    let mut selectors = Vec::new();
+    for s in &args.selectors {
+        match Selector::parse(s) {
+            Ok(sel) => selectors.push(sel),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(EXIT_USAGE);
+            }
+        }
+    }
+    let resolver = match Resolver::new(&ResolverSettings::default()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: building the resolver: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let ctx = ProbeContext {
+        resolver: Arc::new(resolver),
+    };
+    let prom = match pathprobe::promapi::Prometheus::new(&args.prometheus, args.timeout, ctx) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: --prometheus: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let print = |verdicts: &[diagnose::Verdict]| {
+        let now = std::time::SystemTime::now();
+        for (i, v) in verdicts.iter().enumerate() {
+            if args.json {
+                println!("{}", render::json(v));
+            } else {
+                if i > 0 {
+                    println!();
+                }
+                print!("{}", render::human(v, now));
+            }
+        }
+    };
+    match diagnose::diagnose(&prom, &selectors).await {
+        Ok(report) => {
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
+            print(&report.verdicts);
+            if report.verdicts.is_empty() && !args.json {
+                println!("nothing to diagnose: every target Prometheus scrapes is up, no agent sees a failure, none is documented absent");
+            }
+            if report.verdicts.iter().all(|v| v.verdict == diagnose::Kind::Healthy) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(DiagnoseError::Unknown {
+            found,
+            unknown,
+            known_jobs,
+        }) => {
+            print(&found);
+            eprintln!(
+                "error: {}",
+                DiagnoseError::Unknown {
+                    found: Vec::new(),
+                    unknown,
+                    known_jobs
+                }
+            );
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }

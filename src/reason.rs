@@ -147,6 +147,12 @@ pub fn classify(err: &ProbeError) -> Reason {
             _ => Reason::HttpStatus,
         },
         ProbeError::Redirect { .. } => Reason::HttpProtocol,
+        // Unreachable from a validated target (see the variant); no reason names a request that
+        // was never sent, so it falls to the HTTP family's generic member, and is logged.
+        ProbeError::Request(e) => {
+            tracing::warn!(error = %e, "a request could not be built from a validated target");
+            Reason::HttpProtocol
+        }
         ProbeError::BodyMismatch { .. } => Reason::BodyMismatch,
         ProbeError::BodyTooLarge { .. } => Reason::BodyTooLarge,
         ProbeError::ScrapeInvalid { .. } => Reason::ScrapeInvalid,

@@ -285,4 +285,6 @@ pub struct Inventory {
     /// Files the inventory read (secrets, CAs, client identities): a change to any of them is
     /// a change to the inventory, so the agent reloads.
     pub files: Vec<std::path::PathBuf>,
+    /// `discovery.prometheus`: more targets from Prometheus's active targets.
+    pub discovery: Option<std::sync::Arc<crate::discovery::config::Discovery>>,
 }

@@ -557,3 +557,34 @@ async fn an_inventory_without_source_cluster_serves_check_and_validates_with_the
     let out = run(vec!["validate".into(), p], Some("prod")).await.unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn diagnose_without_a_prometheus_to_ask_exits_2_with_the_reason() {
+    let addr = testbed::refused_port().await;
+    let out = pathprobe_async(vec!["diagnose".into(), "--prometheus".into(), format!("http://{addr}")]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot reach Prometheus at http://{addr}: connect_refused")),
+        "{err}"
+    );
+}
+
+#[test]
+fn diagnose_refuses_a_bad_url_or_selector_with_exit_2_and_no_secret() {
+    let out = pathprobe(&["diagnose", "--prometheus", "http://admin:hunter2@127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("credentials in the URL are not supported"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hunter2"));
+    let out = pathprobe(&["diagnose", "--prometheus", "http://127.0.0.1:1", "job/"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`job/` is not JOB or JOB/INSTANCE"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -789,13 +789,15 @@ fn inventory_fields() -> Vec<String> {
         ("targets[].tls.", fields_of::<RawTls>()),
         ("targets[].basic_auth.", fields_of::<RawBasicAuth>()),
         ("targets[].expect.", fields_of::<RawExpect>()),
+        ("discovery.", fields_of::<RawDiscovery>()),
+        ("discovery.prometheus.", fields_of::<RawPrometheusDiscovery>()),
     ];
     let mut out = Vec::new();
     for (prefix, fields) in sections {
         for f in fields {
             let path = format!("{prefix}{f}");
             // The sections themselves are documented by their own headings.
-            if !["agent", "defaults", "targets"].contains(&path.as_str()) {
+            if !["agent", "defaults", "targets", "discovery"].contains(&path.as_str()) {
                 out.push(path);
             }
         }
@@ -818,7 +820,11 @@ fn the_inventory_reference_documents_every_field_and_only_real_ones() {
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split_once('`'))
         .map(|(path, _)| path.to_string())
-        .filter(|p| p.starts_with("agent.") || p.starts_with("defaults.") || p.starts_with("targets[]."))
+        .filter(|p| {
+            ["agent.", "defaults.", "targets[].", "discovery."]
+                .iter()
+                .any(|s| p.starts_with(s))
+        })
         .collect();
     let missing: Vec<&String> = fields.iter().filter(|f| !documented.contains(f)).collect();
     assert!(

@@ -18,6 +18,8 @@ use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, ConfigErrors};
+use crate::diagnose::Verdict;
+use crate::discovery::{self, Refresh};
 use crate::metrics::{Exporter, Source, TargetLabels};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::schedule::{self, BoxFuture, Hooks, Scheduler};
@@ -83,6 +85,8 @@ struct Shared {
     draining: AtomicBool,
     /// When the latest reload was rejected, and its errors; cleared by a good one.
     rejected: RwLock<Option<(SystemTime, String)>>,
+    /// The fleet's verdicts by (job, instance key), from Prometheus when discovery is on.
+    verdicts: RwLock<std::collections::HashMap<(String, String), Verdict>>,
 }
 
 impl Shared {
@@ -198,7 +202,9 @@ async fn serve_inventory(
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         rejected: RwLock::new(None),
+        verdicts: RwLock::new(Default::default()),
     });
+    shared.exporter().set_discovery(inventory.discovery.is_some());
     shared.status.set_inventory(&inventory.targets, &inventory.absent);
 
     let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
@@ -220,6 +226,8 @@ async fn serve_inventory(
     let mut watch = reload::Watch::new(&opts.config, &inventory);
     let mut current = inventory;
     scheduler.apply(current.targets.clone());
+    let mut disc = Discovered::new();
+    disc.restart(&shared, &current);
     shared.ready.store(true, Ordering::Release);
 
     let mut poll = tokio::time::interval(opts.reload_poll);
@@ -231,9 +239,10 @@ async fn serve_inventory(
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the inventory");
                 watch.forget();
-                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts);
+                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc);
             }
-            _ = poll.tick() => reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts),
+            _ = poll.tick() => reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc),
+            Some(refresh) = disc.rx.recv() => disc.refreshed(refresh, &shared, &mut scheduler, &current),
         }
     }
 
@@ -259,6 +268,7 @@ fn reload_if_changed(
     watch: &mut reload::Watch,
     current: &mut Inventory,
     opts: &Options,
+    disc: &mut Discovered,
 ) {
     if !watch.changed() && watch.last_failure.is_none() {
         return;
@@ -268,7 +278,13 @@ fn reload_if_changed(
             tracing::warn!(config = %opts.config.display(), "{w}");
         }
         let next = loaded.inventory;
-        apply(shared, scheduler, current, &next)?;
+        let before = disc.merge(current);
+        let after = if next.discovery.is_some() {
+            disc.merge(&next)
+        } else {
+            next.clone()
+        };
+        apply(shared, scheduler, &before, &after)?;
         Ok(next)
     });
     let exporter = shared.exporter();
@@ -276,6 +292,7 @@ fn reload_if_changed(
         Ok(next) => {
             watch.loaded(&next);
             *current = next;
+            disc.restart(shared, current);
             exporter.config_reloads.with_label_values(&["success"]).inc();
             exporter.config_last_reload_successful.set(1.0);
             *shared.rejected.write().expect("not poisoned") = None;
@@ -311,11 +328,19 @@ fn apply(
         for result in ["success", "failure"] {
             let before = old.config_reloads.with_label_values(&[result]).get();
             fresh.config_reloads.with_label_values(&[result]).inc_by(before);
+            let before = old.extra.refreshes.with_label_values(&[result]).get();
+            fresh.extra.refreshes.with_label_values(&[result]).inc_by(before);
         }
+        fresh
+            .extra
+            .last_refresh_successful
+            .set(old.extra.last_refresh_successful.get());
+        fresh.extra.discovered.set(old.extra.discovered.get());
         *shared.exporter.write().expect("not poisoned") = fresh;
         *shared.source.write().expect("not poisoned") = source;
     }
     *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
+    shared.exporter().set_discovery(next.discovery.is_some());
     shared.status.set_inventory(&next.targets, &next.absent);
     let applied = scheduler.apply(next.targets.clone());
     if same_source {
@@ -347,6 +372,121 @@ fn apply(
         "inventory reloaded"
     );
     Ok(())
+}
+
+/// Discovery as the control loop sees it: the refresh task, the last good discovered targets,
+/// and what it already logged.
+struct Discovered {
+    runner: Option<discovery::Runner>,
+    /// From the current task only: a restart makes a new channel, so nothing stale arrives.
+    rx: tokio::sync::mpsc::Receiver<Refresh>,
+    /// The last good list (kept while Prometheus cannot be asked).
+    targets: Vec<Target>,
+    /// Identity and URL of `targets`, to skip refreshes that change nothing.
+    fingerprint: std::collections::HashSet<(crate::metrics::TargetLabels, String)>,
+    /// Set by a restart: the next list is applied even if it looks the same (new secrets).
+    force: bool,
+    /// Discovered targets already reported as covered by a static one.
+    reported: std::collections::HashSet<(String, String)>,
+    last_failure: Option<String>,
+}
+
+impl Discovered {
+    fn new() -> Discovered {
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        Discovered {
+            runner: None,
+            rx,
+            targets: Vec::new(),
+            fingerprint: Default::default(),
+            force: false,
+            reported: Default::default(),
+            last_failure: None,
+        }
+    }
+
+    /// The inventory to run: `static_inv` plus the discovered targets it does not cover.
+    fn merge(&mut self, static_inv: &Inventory) -> Inventory {
+        discovery::merge(static_inv, &self.targets, &mut self.reported)
+    }
+
+    /// (Re)starts asking Prometheus with the inventory's settings; stops when it has none.
+    /// The last discovered targets keep probing until the new task answers.
+    fn restart(&mut self, shared: &Arc<Shared>, inv: &Inventory) {
+        self.runner = None;
+        self.force = true;
+        let Some(settings) = inv.discovery.clone() else {
+            self.targets.clear();
+            self.fingerprint.clear();
+            shared.verdicts.write().expect("not poisoned").clear();
+            return;
+        };
+        let ctx = (**shared.ctx.read().expect("not poisoned")).clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        self.rx = rx;
+        match discovery::Runner::spawn(settings, ctx, tx) {
+            Ok(r) => self.runner = Some(r),
+            Err(e) => tracing::error!("discovery.prometheus.url: {e}; discovery is off"),
+        }
+    }
+
+    /// Takes one refresh's outcome.
+    fn refreshed(
+        &mut self,
+        refresh: Refresh,
+        shared: &Arc<Shared>,
+        scheduler: &mut Scheduler<AgentHooks>,
+        current: &Inventory,
+    ) {
+        if self.runner.is_none() {
+            return; // from a task stopped since
+        }
+        let exporter = shared.exporter();
+        let found = match refresh {
+            Refresh::Verdicts(verdicts) => {
+                let by_key = verdicts
+                    .into_iter()
+                    .map(|v| ((v.job.clone(), crate::diagnose::instance_key(&v.instance)), v))
+                    .collect();
+                *shared.verdicts.write().expect("not poisoned") = by_key;
+                return;
+            }
+            Refresh::Failed(error) => {
+                exporter.extra.refreshes.with_label_values(&["failure"]).inc();
+                exporter.extra.last_refresh_successful.set(0.0);
+                if self.last_failure.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(error = %error, kept = self.targets.len(), "asking Prometheus for its targets failed; the last discovered targets keep probing");
+                    self.last_failure = Some(error);
+                }
+                return;
+            }
+            Refresh::Targets(found) => found,
+        };
+        exporter.extra.refreshes.with_label_values(&["success"]).inc();
+        exporter.extra.last_refresh_successful.set(1.0);
+        exporter.extra.discovered.set(found.len() as f64);
+        if self.last_failure.take().is_some() {
+            tracing::info!(targets = found.len(), "Prometheus answers again");
+        }
+        let fingerprint: std::collections::HashSet<_> = found
+            .iter()
+            .map(|t| {
+                let url = t.http.as_ref().map(|h| h.url.to_string()).unwrap_or_default();
+                (crate::metrics::TargetLabels::of(t), url)
+            })
+            .collect();
+        if fingerprint == self.fingerprint && !self.force {
+            return;
+        }
+        let before = self.merge(current);
+        self.targets = found;
+        self.fingerprint = fingerprint;
+        self.force = false;
+        let after = self.merge(current);
+        if let Err(e) = apply(shared, scheduler, &before, &after) {
+            tracing::error!("applying the discovered targets: {e}");
+        }
+    }
 }
 
 /// The agent's HTTP endpoint.
@@ -385,7 +525,13 @@ impl serve::Routes for Routes {
                 serve::with_type(
                     200,
                     "text/html; charset=utf-8",
-                    page::render(&header, &rows, &absent, SystemTime::now()),
+                    page::render(
+                        &header,
+                        &rows,
+                        &absent,
+                        &s.verdicts.read().expect("not poisoned"),
+                        SystemTime::now(),
+                    ),
                 )
             }
             _ => serve::text(404, "not found; try /metrics, /healthz, /readyz or /\n"),

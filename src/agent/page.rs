@@ -4,7 +4,10 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use std::collections::HashMap;
+
 use super::status::Row;
+use crate::diagnose::{instance_key, Verdict};
 use crate::probe::Phase;
 use crate::report::short;
 use crate::target::AbsentTarget;
@@ -33,6 +36,7 @@ th{font-size:12px;text-transform:uppercase;color:#5b6475}
 .ok{color:#137333;font-weight:600}.fail{color:#b3261e;font-weight:600}.wait{color:#5b6475}
 .reason{font-family:ui-monospace,Menlo,monospace}
 .meaning,.sub{color:#5b6475;font-size:12px}
+.verdict{margin-top:4px;font-size:12px;color:#1d2330}.verdict b{color:#b3261e}
 .num{font-variant-numeric:tabular-nums;white-space:nowrap}
 @media (max-width:700px){
  table,thead,tbody,tr,td{display:block}thead{display:none}
@@ -42,8 +46,17 @@ th{font-size:12px;text-transform:uppercase;color:#5b6475}
  .num{white-space:normal}
 }";
 
+/// Verdicts by (job, instance key): the fleet's view of each target, from Prometheus.
+pub type Verdicts = HashMap<(String, String), Verdict>;
+
 /// Renders the page.
-pub fn render(header: &Header<'_>, rows: &[Row], absent: &[AbsentTarget], now: SystemTime) -> String {
+pub fn render(
+    header: &Header<'_>,
+    rows: &[Row],
+    absent: &[AbsentTarget],
+    verdicts: &Verdicts,
+    now: SystemTime,
+) -> String {
     let failing = rows
         .iter()
         .filter(|r| r.last.as_ref().is_some_and(|l| !l.success()))
@@ -87,7 +100,8 @@ pub fn render(header: &Header<'_>, rows: &[Row], absent: &[AbsentTarget], now: S
         }
     }
     for row in rows {
-        row_html(&mut out, row, now);
+        let verdict = verdicts.get(&(row.target.job.clone(), instance_key(&row.target.instance)));
+        row_html(&mut out, row, verdict, now);
     }
     out.push_str("</tbody></table>");
     if !absent.is_empty() {
@@ -104,7 +118,7 @@ pub fn render(header: &Header<'_>, rows: &[Row], absent: &[AbsentTarget], now: S
     out
 }
 
-fn row_html(out: &mut String, row: &Row, now: SystemTime) {
+fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemTime) {
     let t = &row.target;
     let (state, cls) = match &row.last {
         None => ("waiting", "wait"),
@@ -124,9 +138,20 @@ fn row_html(out: &mut String, row: &Row, now: SystemTime) {
         None => out.push_str("<td data-label=Reason>—</td><td data-label=Phases>—</td>"),
         Some(r) => {
             let since = row.since.map(|s| format!(" for {}", age(now, s))).unwrap_or_default();
+            // A failing target gets the fleet's verdict (diagnose's words) when Prometheus gave one.
+            let fleet = match verdict {
+                // A `healthy` verdict beside a failing row is older than this node's failure.
+                Some(v) if !r.success() && v.verdict != crate::diagnose::Kind::Healthy => format!(
+                    "<div class=verdict data-verdict={}><b>{}</b> — {}</div>",
+                    v.verdict.as_str(),
+                    esc(v.verdict.words()),
+                    esc(&v.summary)
+                ),
+                _ => String::new(),
+            };
             let _ = write!(
                 out,
-                "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div></td>",
+                "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div>{fleet}</td>",
                 r.reason.as_str(),
                 esc(&since),
                 esc(&crate::report::advice(t, r, crate::report::Hints::Inventory))

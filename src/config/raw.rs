@@ -15,6 +15,26 @@ pub struct RawConfig {
     pub agent: Option<RawAgent>,
     pub defaults: Option<RawDefaults>,
     pub targets: Option<Vec<RawTarget>>,
+    pub discovery: Option<RawDiscovery>,
+}
+
+/// `discovery:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub prometheus: Option<RawPrometheusDiscovery>,
+}
+
+/// `discovery.prometheus:` the active targets of a Prometheus, probed as `scrape` targets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrometheusDiscovery {
+    pub url: Option<String>,
+    /// Anchored regexes on `job`; absent: every job.
+    pub jobs: Option<Vec<String>>,
+    pub refresh: Option<Scalar>,
+    /// What Prometheus's API does not reveal (credentials, TLS), per job regex: a target's fields.
+    pub job_settings: Option<Vec<RawTarget>>,
 }
 
 /// `agent:`

@@ -126,9 +126,10 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         targets: Vec::new(),
         absent: Vec::new(),
         files: Vec::new(),
+        discovery: None,
     };
     let raw_targets = raw.targets.as_deref().unwrap_or_default();
-    if raw_targets.is_empty() {
+    if raw_targets.is_empty() && raw.discovery.is_none() {
         d.warn("targets", "none listed; the agent will probe nothing");
     }
     // (name, instance) → index of the target that first had it.
@@ -170,6 +171,8 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         }
     }
 
+    inventory.discovery = crate::discovery::config::check(raw.discovery.as_ref(), &ctx, &mut d);
+
     if d.errors.is_empty() {
         inventory.files = ctx.files.take().into_iter().collect();
         Ok(Loaded {
@@ -210,6 +213,9 @@ pub(crate) enum PathStyle {
     Target(usize),
     /// The `check` command line: `--ca-file`, or `target` for the argument itself.
     Adhoc,
+    /// `discovery.prometheus.job_settings[2].tls.ca_file`; `None`: a discovered target without
+    /// settings, named by `discovery.prometheus`.
+    Discovery(Option<usize>),
 }
 
 impl PathStyle {
@@ -219,6 +225,9 @@ impl PathStyle {
             PathStyle::Target(i) if rel.is_empty() => format!("targets[{i}]"),
             PathStyle::Target(i) => format!("targets[{i}].{rel}"),
             PathStyle::Adhoc => adhoc_flag(rel).to_string(),
+            PathStyle::Discovery(Some(i)) if rel.is_empty() => format!("discovery.prometheus.job_settings[{i}]"),
+            PathStyle::Discovery(Some(i)) => format!("discovery.prometheus.job_settings[{i}].{rel}"),
+            PathStyle::Discovery(None) => "discovery.prometheus".to_string(),
         }
     }
 }
@@ -747,6 +756,13 @@ fn dests_from_url(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>>
                     d.error(
                         ps.at("url"),
                         format!("`{shown}` has port 0; use a port from 1 to 65535"),
+                    );
+                    return None;
+                }
+                if let Err(e) = crate::probe::http::request_target(&u) {
+                    d.error(
+                        ps.at("url"),
+                        format!("its path and query cannot go into an HTTP request ({e}); shorten it"),
                     );
                     return None;
                 }

@@ -13,6 +13,7 @@ use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+mod discovery;
 mod openmetrics;
 
 use crate::probe::{Phase, ProbeResult};
@@ -23,7 +24,7 @@ use crate::target::{AbsentTarget, Target};
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Per-target label names, in the order [`TargetLabels::values`] gives them.
-const TARGET_LABELS: [&str; 5] = ["target", "target_job", "target_instance", "target_cluster", "kind"];
+pub(crate) const TARGET_LABELS: [&str; 5] = ["target", "target_job", "target_instance", "target_cluster", "kind"];
 
 /// A target's identity as label values.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,7 +55,7 @@ impl TargetLabels {
         [&self.0[0], &self.0[1], &self.0[2], &self.0[3], &self.0[4]]
     }
 
-    fn with<'a>(&'a self, extra: &'a str) -> [&'a str; 6] {
+    pub(crate) fn with<'a>(&'a self, extra: &'a str) -> [&'a str; 6] {
         let v = self.values();
         [v[0], v[1], v[2], v[3], v[4], extra]
     }
@@ -88,6 +89,8 @@ pub struct Exporter {
     pub scheduler_lag: prometheus::Histogram,
     pub in_flight: Gauge,
     last_reason: Mutex<HashMap<TargetLabels, Reason>>,
+    /// Discovery's metrics and the absent targets' why.
+    pub extra: discovery::Extra,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -244,6 +247,7 @@ impl Exporter {
             registry.register(c).expect("unique metric names");
         }
         registry.register(Box::new(build_info)).expect("unique metric names");
+        let extra = discovery::Extra::new(&registry);
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
@@ -265,6 +269,7 @@ impl Exporter {
             scheduler_lag,
             in_flight,
             last_reason: Mutex::new(HashMap::new()),
+            extra,
         }
     }
 
@@ -283,6 +288,7 @@ impl Exporter {
         self.expected
             .with_label_values(&TargetLabels::of_absent(target).values())
             .set(0);
+        self.extra.absent(&TargetLabels::of_absent(target), &target.why);
     }
 
     /// Records one probe's outcome.
@@ -363,6 +369,16 @@ impl Exporter {
             let _ = self.failure_reason.remove_label_values(&labels.with(reason.as_str()));
         }
         self.last_reason.lock().expect("not poisoned").remove(labels);
+        self.extra.forget(labels);
+    }
+
+    /// Exports discovery's metrics (an agent with `discovery:`), or stops exporting them.
+    pub fn set_discovery(&self, on: bool) {
+        if on {
+            self.extra.enable(&self.registry);
+        } else {
+            self.extra.disable(&self.registry);
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -476,5 +492,32 @@ mod tests {
             "the same samples in both formats"
         );
         assert!(om.contains("# TYPE pathprobe_probes counter\n") && om.contains("pathprobe_probes_total{"));
+    }
+
+    #[test]
+    fn discovery_metrics_appear_only_once_enabled_and_absent_targets_carry_their_why() {
+        let (e, _) = exporter_with_results();
+        assert!(!e.render().contains("pathprobe_discovery_"));
+        e.set_discovery(true);
+        e.extra.refreshes.with_label_values(&["success"]).inc();
+        e.extra.discovered.set(3.0);
+        let text = e.render();
+        let refreshed = series(&text, "pathprobe_discovery_refreshes_total{result=\"success\"");
+        assert!(refreshed.len() == 1 && refreshed[0].ends_with(" 1"), "{text}");
+        assert!(text.contains("pathprobe_discovered_targets{"), "{text}");
+        e.set_discovery(false);
+        assert!(!e.render().contains("pathprobe_discovery_"));
+        let absent = AbsentTarget {
+            name: "sched".into(),
+            job: "kube-scheduler".into(),
+            cluster: "prod".into(),
+            instance: String::new(),
+            kind: None,
+            why: "bound to 127.0.0.1 on Talos".into(),
+        };
+        e.add_absent(&absent);
+        assert!(e.render().contains("why=\"bound to 127.0.0.1 on Talos\""));
+        e.forget(&TargetLabels::of_absent(&absent));
+        assert!(!e.render().contains("pathprobe_target_absent_info{"));
     }
 }

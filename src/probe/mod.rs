@@ -234,6 +234,10 @@ pub enum ProbeError {
     /// A redirect could not be followed.
     #[error("redirect: {0}")]
     Redirect(String),
+    /// The request could not be formed from the target's settings. Config validation refuses
+    /// URLs and credentials that cannot go into a request, so this marks a gap in it.
+    #[error("building the request: {0}")]
+    Request(String),
     /// `expect.body_regex` did not match.
     #[error("body does not match /{regex}/")]
     BodyMismatch { regex: String },

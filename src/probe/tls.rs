@@ -145,22 +145,44 @@ pub async fn probe(
     Ok(())
 }
 
+/// The longest a TLS 1.3 probe with a client certificate waits for the server's verdict on it
+/// when the server shows nothing either way (no ticket, no data, no close).
+pub const CLIENT_CERTIFICATE_VERDICT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// In TLS 1.3 the client's side of the handshake ends before the server has checked the client
-/// certificate; a rejection arrives as an alert right after. Wait briefly for one, so a refused
-/// client certificate is `tls_handshake`, not success.
+/// certificate; a rejection arrives as an alert right after. So that a refused certificate is
+/// `tls_handshake`, not success, wait for the server's verdict: an alert refuses; a session ticket
+/// (sent only once the server has the client's Finished, so after the certificate passed), data
+/// or a close accepts. Sending close_notify first makes a server that waits for a request (most
+/// do) close at once. The `tls` phase stays the handshake as the client completed it, like
+/// without a client certificate; only a refusal adds the time until its alert.
 async fn await_client_certificate_verdict(
     stream: &mut TlsStream<TcpStream>,
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
-    use tokio::io::AsyncReadExt;
-    let wait = deadline.remaining().min(std::time::Duration::from_millis(250));
+    use std::task::Poll;
+    use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+    let wait = deadline.remaining().min(CLIENT_CERTIFICATE_VERDICT_WAIT);
     let start = tokio::time::Instant::now();
-    let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(wait, stream.read(&mut byte)).await;
-    trace.add(Phase::Tls, start.elapsed());
-    match read {
-        Ok(Err(source)) if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => Err(ProbeError::Tls { source }),
+    let verdict = tokio::time::timeout(wait, async {
+        // A failed close_notify (the server already gone) leaves its cause for the read to report.
+        let _ = stream.shutdown().await;
+        std::future::poll_fn(|cx| {
+            let mut byte = [0u8; 1];
+            match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut ReadBuf::new(&mut byte)) {
+                Poll::Pending if stream.get_ref().1.tls13_tickets_received() > 0 => Poll::Ready(Ok(())),
+                other => other,
+            }
+        })
+        .await
+    })
+    .await;
+    match verdict {
+        Ok(Err(source)) if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            trace.add(Phase::Tls, start.elapsed());
+            Err(ProbeError::Tls { source })
+        }
         _ => Ok(()),
     }
 }
