@@ -134,6 +134,22 @@ pub fn self_signed(names: &[&str]) -> Issued {
     issued(cert, key)
 }
 
+/// A self-signed certificate that is also a CA (`basicConstraints CA:TRUE`), as
+/// `openssl req -x509` makes by default and many homelab services serve; trusted by pinning it.
+pub fn self_signed_ca(names: &[&str], not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> Issued {
+    let key = KeyPair::generate().expect("key generation");
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let cert = params.self_signed(&key).expect("self-signing");
+    issued(cert, key)
+}
+
 fn issued(cert: rcgen::Certificate, key: KeyPair) -> Issued {
     Issued {
         cert_pem: cert.pem(),

@@ -76,6 +76,9 @@ pub struct TlsFacts {
     pub cipher: String,
     pub peer_cert_not_after: Option<SystemTime>,
     pub peer_cert_subject: Option<String>,
+    /// The names the certificate holds (subjectAltName DNS names and IP addresses), to say
+    /// which names it is for when it is not for the one asked for.
+    pub peer_cert_names: Vec<String>,
 }
 
 /// Per-phase timings and facts, filled step by step as a probe runs.
@@ -208,6 +211,13 @@ pub enum ProbeError {
     /// The TLS handshake failed (the rustls error, if any, is inside).
     #[error("TLS handshake: {source}")]
     Tls {
+        #[source]
+        source: std::io::Error,
+    },
+    /// The peer's first bytes are not a TLS record: it speaks another protocol on that port
+    /// (plain HTTP, most often, when `https://` was asked for).
+    #[error("not TLS: the server's answer is not a TLS record ({source}); it speaks another protocol on that port, plain HTTP most often")]
+    NotTls {
         #[source]
         source: std::io::Error,
     },
