@@ -314,6 +314,7 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
     };
     let ctx = ProbeContext {
         resolver: Arc::new(resolver),
+        pin: None,
     };
     let results = futures_util::future::join_all(targets.iter().map(|t| probe::probe(t, &ctx))).await;
     if args.json {

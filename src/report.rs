@@ -23,6 +23,17 @@ pub fn json(target: &Target, result: &ProbeResult) -> Value {
             "peer_cert_subject": t.peer_cert_subject,
         })
     });
+    let dns = result.trace.dns.map(|lookup| {
+        let families: Map<String, Value> = lookup
+            .families
+            .iter()
+            .map(|f| {
+                let v = json!({"outcome": f.outcome.as_str(), "seconds": f.took.as_secs_f64()});
+                (f.family.as_str().to_string(), v)
+            })
+            .collect();
+        Value::Object(families)
+    });
     json!({
         "target": target.name,
         "instance": target.instance,
@@ -36,6 +47,7 @@ pub fn json(target: &Target, result: &ProbeResult) -> Value {
         "tls": tls,
         "samples": result.trace.samples,
         "resolved": result.trace.resolved.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        "dns": dns,
         "error": result.error,
     })
 }

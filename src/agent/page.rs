@@ -5,7 +5,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
 use super::status::Row;
-use crate::probe::Phase;
+use crate::probe::{FamilyOutcome, Phase};
 use crate::report::short;
 use crate::target::AbsentTarget;
 
@@ -113,6 +113,17 @@ fn row_html(out: &mut String, row: &Row, now: SystemTime) {
                 .filter_map(|p| r.trace.phase(*p).map(|d| format!("{} {}", p.as_str(), short(d))))
                 .collect();
             phases.push(format!("total {}", short(r.total)));
+            if let Some(dns) = &r.trace.dns {
+                let families: Vec<String> = dns
+                    .families
+                    .iter()
+                    .map(|f| match f.outcome {
+                        FamilyOutcome::Answered => format!("{} {}", f.family.record(), short(f.took)),
+                        o => format!("{} {} {}", f.family.record(), o.as_str(), short(f.took)),
+                    })
+                    .collect();
+                phases.push(format!("dns {}", families.join(", ")));
+            }
             let _ = write!(out, "<td data-label=Phases class=num>{}</td>", esc(&phases.join(" · ")));
         }
     }

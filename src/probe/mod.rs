@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::reason::{classify, Reason};
 use crate::target::{Kind, Target};
 
-pub use resolve::Resolver;
+pub use resolve::{DnsLookup, Family, FamilyLookup, FamilyOutcome, Resolver};
 
 /// A phase of a probe, as the `phase` label names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -85,8 +85,10 @@ pub struct Trace {
     pub phases: Vec<(Phase, Duration)>,
     /// The address actually connected to (the first of the resolved ones that worked).
     pub address: Option<SocketAddr>,
-    /// Addresses a `dns` probe got back.
+    /// Every address the target's name resolved to (empty for a literal address).
     pub resolved: Vec<IpAddr>,
+    /// How the target's name lookup went, family by family (`None` for a literal address).
+    pub dns: Option<DnsLookup>,
     pub http_status: Option<u16>,
     pub tls: Option<TlsFacts>,
     /// Samples in a scrape body.
@@ -239,6 +241,19 @@ pub enum ProbeError {
 #[derive(Clone)]
 pub struct ProbeContext {
     pub resolver: Arc<Resolver>,
+    /// All-address mode: this host name "resolves" to just this address, so each address of a
+    /// name is probed through the same code as the default mode.
+    pub pin: Option<(String, IpAddr)>,
+}
+
+impl ProbeContext {
+    /// A context resolving through `resolver`.
+    pub fn new(resolver: Resolver) -> ProbeContext {
+        ProbeContext {
+            resolver: Arc::new(resolver),
+            pin: None,
+        }
+    }
 }
 
 /// The outcome of one probe.

@@ -1,6 +1,6 @@
 use std::net::IpAddr;
 
-use pathprobe::probe::{self, Phase};
+use pathprobe::probe::{self, Family, FamilyOutcome, Phase, ProbeResult};
 use pathprobe::reason::Reason;
 use pathprobe::testbed::{self, DnsAnswer, Reply};
 
@@ -17,6 +17,12 @@ async fn zone() -> testbed::Server {
         ("two.test", DnsAnswer::Addresses(vec![ip("127.0.0.2"), ip("127.0.0.1")])),
         ("broken.test", DnsAnswer::ServFail),
         ("silent.test", DnsAnswer::Silent),
+        (
+            "no-aaaa-answer.test",
+            DnsAnswer::DropAaaa(vec![ip("127.0.0.1"), ip("::1")]),
+        ),
+        ("no-a-answer.test", DnsAnswer::DropA(vec![ip("127.0.0.1"), ip("::1")])),
+        ("nodata.test", DnsAnswer::NoData),
     ])
     .await
 }
@@ -93,4 +99,115 @@ async fn of_several_addresses_the_first_that_accepts_is_used_and_recorded() {
         Some(server.addr),
         "127.0.0.2 refused, 127.0.0.1 accepted"
     );
+}
+
+/// Each family's outcome, A first.
+fn families(r: &ProbeResult) -> Vec<(Family, FamilyOutcome)> {
+    let dns = r.trace.dns.expect("a name lookup records its families");
+    dns.families.iter().map(|f| (f.family, f.outcome)).collect()
+}
+
+#[tokio::test]
+async fn a_resolver_that_drops_aaaa_questions_costs_the_resolution_delay_not_the_timeout() {
+    let dns = zone().await;
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let url = format!("http://no-aaaa-answer.test:{}/ok", server.addr.port());
+    let mut o = opts();
+    o.timeout = std::time::Duration::from_secs(3);
+    let r = probe::probe(&adhoc(&url, &o), &ctx(Some(dns.addr))).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    assert_eq!(r.trace.address, Some(server.addr));
+    assert_eq!(
+        families(&r),
+        vec![
+            (Family::V4, FamilyOutcome::Answered),
+            (Family::V6, FamilyOutcome::Silent)
+        ]
+    );
+    let resolve = r.trace.phase(Phase::Resolve).unwrap();
+    assert!(
+        resolve < std::time::Duration::from_secs(1),
+        "went on after the resolution delay, not the 3s timeout: {resolve:?}"
+    );
+    assert_eq!(r.trace.resolved, vec![ip("127.0.0.1")], "what the lookup returned");
+}
+
+#[tokio::test]
+async fn a_resolver_that_drops_a_questions_still_reaches_the_target_over_ipv6() {
+    let dns = zone().await;
+    let server = testbed::http_on("[::1]:0", |_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let url = format!("http://no-a-answer.test:{}/ok", server.addr.port());
+    let r = probe::probe(&adhoc(&url, &opts()), &ctx(Some(dns.addr))).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    assert_eq!(r.trace.address, Some(server.addr));
+    assert_eq!(
+        families(&r),
+        vec![
+            (Family::V4, FamilyOutcome::Silent),
+            (Family::V6, FamilyOutcome::Answered)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn both_families_silent_is_dns_timeout_with_both_recorded() {
+    let dns = zone().await;
+    let r = probe::probe(&adhoc("tcp://silent.test:80", &opts()), &ctx(Some(dns.addr))).await;
+    assert_eq!(r.reason, Reason::DnsTimeout, "{:?}", r.error);
+    assert_eq!(
+        families(&r),
+        vec![(Family::V4, FamilyOutcome::Silent), (Family::V6, FamilyOutcome::Silent)]
+    );
+}
+
+#[tokio::test]
+async fn a_name_without_address_records_is_dns_error_with_both_families_empty() {
+    let dns = zone().await;
+    let r = probe::probe(&adhoc("dns://nodata.test", &opts()), &ctx(Some(dns.addr))).await;
+    assert_eq!(r.reason, Reason::DnsError, "{:?}", r.error);
+    assert_eq!(
+        families(&r),
+        vec![(Family::V4, FamilyOutcome::Empty), (Family::V6, FamilyOutcome::Empty)]
+    );
+    let nx = probe::probe(&adhoc("dns://gone.test", &opts()), &ctx(Some(dns.addr))).await;
+    assert_eq!(nx.reason, Reason::DnsNxdomain, "NXDOMAIN stays dns_nxdomain");
+    assert_eq!(
+        families(&nx),
+        vec![
+            (Family::V4, FamilyOutcome::NxDomain),
+            (Family::V6, FamilyOutcome::NxDomain)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_truncated_answer_is_asked_again_over_tcp_and_every_address_is_listed() {
+    let many: Vec<IpAddr> = (1..=60).map(|i| IpAddr::from([127, 0, 1, i])).collect();
+    let (dns, log) = testbed::dns_on(
+        "127.0.0.1:0".parse().unwrap(),
+        vec![("big.test", DnsAnswer::Addresses(many.clone()))],
+    )
+    .await;
+    let r = probe::probe(&adhoc("dns://big.test", &opts()), &ctx(Some(dns.addr))).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    assert_eq!(r.trace.resolved, many, "60 A records do not fit 512 bytes of UDP");
+    let asked = log.lock().unwrap().clone();
+    assert!(
+        asked.iter().any(|q| q.qtype == "A" && !q.tcp) && asked.iter().any(|q| q.qtype == "A" && q.tcp),
+        "UDP first, then TCP: {asked:?}"
+    );
+}
+
+#[tokio::test]
+async fn every_probe_kind_lists_what_its_name_resolved_to() {
+    let dns = zone().await;
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    for url in [
+        format!("tcp://two.test:{}", server.addr.port()),
+        format!("http://two.test:{}/", server.addr.port()),
+    ] {
+        let r = probe::probe(&adhoc(&url, &opts()), &ctx(Some(dns.addr))).await;
+        assert_eq!(r.reason, Reason::None, "{url}: {:?}", r.error);
+        assert_eq!(r.trace.resolved, vec![ip("127.0.0.2"), ip("127.0.0.1")], "{url}");
+    }
 }
