@@ -15,7 +15,7 @@ use prometheus::{
 
 mod openmetrics;
 
-use crate::probe::{Phase, ProbeResult};
+use crate::probe::{Family, FamilyOutcome, Phase, ProbeResult};
 use crate::reason::Reason;
 use crate::target::{AbsentTarget, Target};
 
@@ -82,6 +82,7 @@ pub struct Exporter {
     last_probe: GaugeVec,
     expected: IntGaugeVec,
     skipped: IntCounterVec,
+    dns_lookups: IntCounterVec,
     /// Reload outcomes.
     pub config_reloads: IntCounterVec,
     pub config_last_reload_successful: Gauge,
@@ -193,6 +194,14 @@ impl Exporter {
             t,
         )
         .unwrap();
+        let dns_lookups = IntCounterVec::new(
+            opts(
+                "pathprobe_dns_lookups_total",
+                "Name lookups of probed targets, by address family (ipv4: A, ipv6: AAAA) and what that family's question got.",
+            ),
+            &["family", "outcome"],
+        )
+        .unwrap();
         let config_reloads = IntCounterVec::new(
             opts("pathprobe_config_reloads_total", "Inventory reloads, by result."),
             &["result"],
@@ -223,7 +232,8 @@ impl Exporter {
                 option_env!("PATHPROBE_REVISION").unwrap_or("unknown"),
             ])
             .set(1);
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+            Box::new(dns_lookups.clone()),
             Box::new(success.clone()),
             Box::new(duration.clone()),
             Box::new(probe_duration.clone()),
@@ -247,6 +257,11 @@ impl Exporter {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        for family in Family::ALL {
+            for outcome in FamilyOutcome::ALL {
+                dns_lookups.with_label_values(&[family.as_str(), outcome.as_str()]);
+            }
+        }
         Exporter {
             registry,
             success,
@@ -260,6 +275,7 @@ impl Exporter {
             last_probe,
             expected,
             skipped,
+            dns_lookups,
             config_reloads,
             config_last_reload_successful,
             scheduler_lag,
@@ -308,6 +324,13 @@ impl Exporter {
             self.failures.with_label_values(&l.with(result.reason.as_str())).inc();
         }
         self.set_reason(&l, result.reason);
+        if let Some(dns) = &result.trace.dns {
+            for f in &dns.families {
+                self.dns_lookups
+                    .with_label_values(&[f.family.as_str(), f.outcome.as_str()])
+                    .inc();
+            }
+        }
         self.http_status
             .with_label_values(&v)
             .set(i64::from(result.trace.http_status.unwrap_or(0)));
@@ -435,6 +458,44 @@ mod tests {
         assert!(reasons[0].contains("reason=\"none\"") && reasons[0].ends_with(" 1"));
         let failures = series(&text, "pathprobe_failures_total{");
         assert_eq!(failures.len(), 2, "one counter per reason seen: {failures:?}");
+    }
+
+    #[test]
+    fn each_family_of_a_name_lookup_is_counted_by_outcome_without_target_labels() {
+        use crate::probe::{DnsLookup, FamilyLookup};
+        let (e, t) = exporter_with_results();
+        let mut r = result(Reason::None);
+        let family = |family, outcome| FamilyLookup {
+            family,
+            outcome,
+            took: std::time::Duration::from_millis(1),
+        };
+        r.trace.dns = Some(DnsLookup {
+            families: [
+                family(Family::V4, FamilyOutcome::Answered),
+                family(Family::V6, FamilyOutcome::Silent),
+            ],
+        });
+        e.observe(&t[0], &r);
+        e.observe(&t[1], &r);
+        let text = e.render();
+        let lookups = series(&text, "pathprobe_dns_lookups_total{");
+        assert_eq!(
+            lookups.len(),
+            10,
+            "every family and outcome from the start: {lookups:?}"
+        );
+        let value = |family: &str, outcome: &str| {
+            let line = lookups
+                .iter()
+                .find(|l| l.contains(&format!("family=\"{family}\"")) && l.contains(&format!("outcome=\"{outcome}\"")))
+                .unwrap();
+            assert!(!line.contains("target="), "{line}");
+            line.rsplit(' ').next().unwrap().to_string()
+        };
+        assert_eq!(value("ipv4", "answered"), "2");
+        assert_eq!(value("ipv6", "silent"), "2");
+        assert_eq!(value("ipv6", "answered"), "0");
     }
 
     #[test]
