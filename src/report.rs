@@ -48,6 +48,13 @@ pub fn json(target: &Target, result: &ProbeResult) -> Value {
         "samples": result.trace.samples,
         "resolved": result.trace.resolved.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
         "dns": dns,
+        "addresses": result.addresses.iter().map(|a| json!({
+            "address": a.address.to_string(),
+            "success": a.success(),
+            "reason": a.reason.as_str(),
+            "duration_seconds": a.total.as_secs_f64(),
+            "error": a.error,
+        })).collect::<Vec<_>>(),
         "error": result.error,
     })
 }

@@ -19,7 +19,7 @@ fn fixtures() -> PathBuf {
 const BAD: &[(&str, &str)] = &[
     (
         "unknown_field.yaml",
-        "targets[0].intreval: unknown field `intreval`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `expected`, `why` (line 7, column 5); fix its spelling or remove it",
+        "targets[0].intreval: unknown field `intreval`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `all_addresses`, `max_addresses`, `expected`, `why` (line 7, column 5); fix its spelling or remove it",
     ),
     (
         "malformed_yaml.yaml",
@@ -142,6 +142,18 @@ const BAD: &[(&str, &str)] = &[
          targets[1].max_redirects: `1000` is not a number of redirects; use a whole number from 0 (not followed) to 255\n\
          targets[2].address: `10.0.0.3` is an IP address; a dns target resolves a name, e.g. kubernetes.default.svc.cluster.local\n\
          targets[2].basic_auth: only http and scrape targets use it, this one is dns; remove it, or change the kind",
+    ),
+    (
+        "all_addresses_on_dns.yaml",
+        "targets[0].all_addresses: dns targets already report every address they resolve to (resolved); remove it",
+    ),
+    (
+        "max_addresses_without_all.yaml",
+        "targets[0].max_addresses: only used with all_addresses: true; set that, or remove max_addresses",
+    ),
+    (
+        "max_addresses_too_many.yaml",
+        "targets[0].max_addresses: `500` is not a number of addresses; use a whole number from 1 to 64 (each address has its own series)",
     ),
 ];
 
@@ -442,6 +454,20 @@ fn defaults_and_overrides() {
     assert_eq!(inv.targets[0].interval, Duration::from_secs(90));
     assert_eq!(inv.targets[0].timeout, Duration::from_secs(10));
     assert_eq!(inv.targets[0].http.as_ref().unwrap().body_limit, 65536);
+}
+
+#[test]
+fn all_address_mode_is_off_by_default_and_bounded_when_on() {
+    let inv = parse(
+        "agent: {source_cluster: prod}\n\
+         targets:\n\
+         - {name: a, kind: http, url: 'http://api.example.internal/'}\n\
+         - {name: b, kind: tcp, address: 'api.example.internal:443', all_addresses: true}\n\
+         - {name: c, kind: tls, address: 'api.example.internal:443', all_addresses: true, max_addresses: 2}\n",
+    )
+    .unwrap();
+    let modes: Vec<Option<usize>> = inv.targets.iter().map(|t| t.all_addresses).collect();
+    assert_eq!(modes, [None, Some(8), Some(2)]);
 }
 
 #[test]

@@ -100,9 +100,20 @@ fn row_html(out: &mut String, row: &Row, now: SystemTime) {
         None => out.push_str("<td data-label=Reason>—</td><td data-label=Phases>—</td>"),
         Some(r) => {
             let since = row.since.map(|s| format!(" for {}", age(now, s))).unwrap_or_default();
+            // All-address mode: each address's reason under the target's.
+            let each: Vec<String> = r
+                .addresses
+                .iter()
+                .map(|a| format!("{} {}", a.address.ip(), a.reason.as_str()))
+                .collect();
+            let each = if each.is_empty() {
+                String::new()
+            } else {
+                format!("<div class=sub>{}</div>", esc(&each.join(" · ")))
+            };
             let _ = write!(
                 out,
-                "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div></td>",
+                "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div>{each}</td>",
                 r.reason.as_str(),
                 esc(&since),
                 esc(r.reason.meaning())

@@ -436,6 +436,7 @@ mod tests {
             total: std::time::Duration::from_millis(3),
             error: None,
             finished_at: std::time::SystemTime::now(),
+            addresses: Vec::new(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! turns the two into a [`ProbeResult`], classifying the error through `reason::classify`.
 //! Every phase runs under the probe's one [`Deadline`], so a probe never outlives its timeout.
 
+pub mod all_addresses;
 pub mod dns;
 pub mod http;
 pub mod resolve;
@@ -267,6 +268,8 @@ pub struct ProbeResult {
     pub error: Option<String>,
     /// When the probe finished.
     pub finished_at: SystemTime,
+    /// All-address mode: each address's own outcome, in the resolver's order (empty otherwise).
+    pub addresses: Vec<AddressResult>,
 }
 
 impl ProbeResult {
@@ -275,32 +278,58 @@ impl ProbeResult {
     }
 }
 
+/// One address's outcome in all-address mode.
+#[derive(Debug, Clone)]
+pub struct AddressResult {
+    pub address: SocketAddr,
+    pub reason: Reason,
+    /// From the probe's start (the shared lookup included) to this address's end.
+    pub total: Duration,
+    pub error: Option<String>,
+}
+
+impl AddressResult {
+    pub fn success(&self) -> bool {
+        self.reason == Reason::None
+    }
+}
+
 /// Probes a target once.
 pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
+    if let Some(max) = target.all_addresses {
+        return all_addresses::probe(target, ctx, max).await;
+    }
     let start = Instant::now();
     let deadline = Deadline::after(target.timeout);
     let mut trace = Trace::default();
+    let outcome = run(target, ctx, &mut trace, deadline).await;
+    finish(target, trace, start, outcome)
+}
+
+/// Runs the target's kind under the deadline.
+async fn run(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
     let run = async {
         match target.kind {
-            Kind::Tcp => tcp::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Tls => tls::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Http => http::probe(target, ctx, &mut trace, deadline).await.map(|_| ()),
-            Kind::Scrape => scrape::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Dns => dns::probe(target, ctx, &mut trace, deadline).await,
+            Kind::Tcp => tcp::probe(target, ctx, trace, deadline).await,
+            Kind::Tls => tls::probe(target, ctx, trace, deadline).await,
+            Kind::Http => http::probe(target, ctx, trace, deadline).await.map(|_| ()),
+            Kind::Scrape => scrape::probe(target, ctx, trace, deadline).await,
+            Kind::Dns => dns::probe(target, ctx, trace, deadline).await,
         }
     };
     // Each phase already runs under the deadline; this outer bound is the backstop.
-    let outcome = match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), run).await {
+    match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), run).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout {
             phase: Phase::Total,
             after: target.timeout,
         }),
-    };
-    let (reason, error) = match &outcome {
-        Ok(()) => (Reason::None, None),
-        Err(e) => (classify(e), Some(error_chain(e))),
-    };
+    }
+}
+
+/// The result of a run: its reason (through `classify`) and error text.
+fn finish(target: &Target, trace: Trace, start: Instant, outcome: Result<(), ProbeError>) -> ProbeResult {
+    let (reason, error) = judge(&outcome);
     ProbeResult {
         kind: target.kind,
         reason,
@@ -308,6 +337,14 @@ pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
         total: start.elapsed(),
         error,
         finished_at: SystemTime::now(),
+        addresses: Vec::new(),
+    }
+}
+
+fn judge(outcome: &Result<(), ProbeError>) -> (Reason, Option<String>) {
+    match outcome {
+        Ok(()) => (Reason::None, None),
+        Err(e) => (classify(e), Some(error_chain(e))),
     }
 }
 
