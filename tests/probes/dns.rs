@@ -4,7 +4,7 @@ use pathprobe::probe::{self, Family, FamilyOutcome, Phase, ProbeResult};
 use pathprobe::reason::Reason;
 use pathprobe::testbed::{self, DnsAnswer, Reply};
 
-use crate::common::{adhoc, ctx, opts};
+use crate::common::{adhoc, ctx, inventory, opts};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -210,4 +210,73 @@ async fn every_probe_kind_lists_what_its_name_resolved_to() {
         assert_eq!(r.reason, Reason::None, "{url}: {:?}", r.error);
         assert_eq!(r.trace.resolved, vec![ip("127.0.0.2"), ip("127.0.0.1")], "{url}");
     }
+}
+
+#[tokio::test]
+async fn all_address_mode_gives_each_address_its_own_success_and_reason() {
+    let dns = zone().await;
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = server.addr.port();
+    let targets = inventory(
+        &format!(
+            "agent: {{source_cluster: test}}\n\
+             targets:\n\
+             - {{name: two, kind: http, url: 'http://two.test:{port}/', timeout: 1500ms, all_addresses: true}}\n"
+        ),
+        dir.path(),
+    );
+    let r = probe::probe(&targets[0], &ctx(Some(dns.addr))).await;
+    let each: Vec<(String, Reason)> = r.addresses.iter().map(|a| (a.address.to_string(), a.reason)).collect();
+    assert_eq!(
+        each,
+        vec![
+            (format!("127.0.0.2:{port}"), Reason::ConnectRefused),
+            (format!("127.0.0.1:{port}"), Reason::None),
+        ],
+        "127.0.0.2 refuses, 127.0.0.1 answers"
+    );
+    assert_eq!(
+        r.reason,
+        Reason::ConnectRefused,
+        "one bad backend fails the target in this mode"
+    );
+    assert_eq!(
+        r.trace.http_status, None,
+        "the target's phases are the failing address's"
+    );
+
+    let exporter = pathprobe::metrics::Exporter::new(&pathprobe::metrics::Source {
+        node: "n1".into(),
+        cluster: "test".into(),
+        network: "host".into(),
+    });
+    exporter.add_target(&targets[0]);
+    exporter.observe(&targets[0], &r);
+    let text = exporter.render();
+    let line = |metric: &str, address: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&format!("address=\"{address}\"")))
+            .map(String::from)
+            .collect()
+    };
+    let ends = |lines: Vec<String>, value: &str| lines.len() == 1 && lines[0].ends_with(&format!(" {value}"));
+    assert!(ends(line("pathprobe_address_success", "127.0.0.2"), "0"), "{text}");
+    assert!(ends(line("pathprobe_address_success", "127.0.0.1"), "1"), "{text}");
+    let refused = line("pathprobe_address_failure_reason", "127.0.0.2");
+    assert!(
+        refused.len() == 1 && refused[0].contains("reason=\"connect_refused\""),
+        "{refused:?}"
+    );
+    let fine = line("pathprobe_address_failure_reason", "127.0.0.1");
+    assert!(fine.len() == 1 && fine[0].contains("reason=\"none\""), "{fine:?}");
+
+    // The default mode on the same name: the first address that works, no address series.
+    let first = probe::probe(
+        &adhoc(&format!("http://two.test:{port}/"), &opts()),
+        &ctx(Some(dns.addr)),
+    )
+    .await;
+    assert_eq!(first.reason, Reason::None);
+    assert!(first.addresses.is_empty());
 }
