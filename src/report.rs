@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use crate::probe::{Phase, ProbeResult};
+use crate::probe::{FamilyOutcome, Phase, ProbeResult};
 use crate::reason::Reason;
 use crate::target::Target;
 
@@ -138,6 +138,12 @@ fn success_line(result: &ProbeResult) -> String {
     if !result.trace.resolved.is_empty() {
         let ips: Vec<_> = result.trace.resolved.iter().map(|ip| ip.to_string()).collect();
         let _ = write!(out, ", resolved to {}", ips.join(" "));
+    }
+    // A family that stayed silent or failed while the other answered: half of DNS is broken here.
+    for f in result.trace.dns.iter().flat_map(|d| d.families) {
+        if matches!(f.outcome, FamilyOutcome::Silent | FamilyOutcome::Error) {
+            let _ = write!(out, " ({} question {})", f.family.record(), f.outcome.as_str());
+        }
     }
     out
 }
