@@ -130,6 +130,11 @@ async fn a_resolver_that_drops_aaaa_questions_costs_the_resolution_delay_not_the
         "went on after the resolution delay, not the 3s timeout: {resolve:?}"
     );
     assert_eq!(r.trace.resolved, vec![ip("127.0.0.1")], "what the lookup returned");
+    let target = adhoc(&url, &o);
+    let verdict = pathprobe::report::verdict(&target, &r);
+    assert!(verdict.contains("(AAAA question silent)"), "{verdict}");
+    let json = pathprobe::report::json(&target, &r);
+    assert_eq!(json["dns"]["ipv6"]["outcome"], "silent", "{json}");
 }
 
 #[tokio::test]
