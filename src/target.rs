@@ -232,6 +232,9 @@ pub struct Target {
     pub tls: Option<TlsSettings>,
     pub http: Option<HttpSpec>,
     pub dns: DnsExpect,
+    /// All-address mode: probe every address the name resolves to, at most this many, each with
+    /// its own result. `None`: the first address that works.
+    pub all_addresses: Option<usize>,
 }
 
 /// A target the inventory lists as known-absent: exported as `pathprobe_target_expected 0`, never probed.
