@@ -168,6 +168,8 @@ pub struct TlsSettings {
     pub verifier: Arc<dyn ServerCertVerifier>,
     /// True when verification is skipped (`insecure_skip_verify`).
     pub insecure_skip_verify: bool,
+    /// True when the roots are the configured `ca_file` (`--ca-file`), not the system's.
+    pub ca_file: bool,
     /// Client certificate chain and key for mTLS.
     pub client_identity: Option<Arc<ClientIdentity>>,
 }
@@ -183,6 +185,7 @@ impl fmt::Debug for TlsSettings {
         f.debug_struct("TlsSettings")
             .field("server_name", &self.server_name)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("ca_file", &self.ca_file)
             .field("client_identity", &self.client_identity.is_some())
             .finish()
     }
@@ -229,6 +232,9 @@ pub struct Target {
     pub tls: Option<TlsSettings>,
     pub http: Option<HttpSpec>,
     pub dns: DnsExpect,
+    /// All-address mode: probe every address the name resolves to, at most this many, each with
+    /// its own result. `None`: the first address that works.
+    pub all_addresses: Option<usize>,
 }
 
 /// A target the inventory lists as known-absent: exported as `pathprobe_target_expected 0`, never probed.

@@ -50,7 +50,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         None => {
             d.error(
                 "agent.source_cluster",
-                "missing; set it to the cluster this agent runs in (the source_cluster label)",
+                "missing; set it to the cluster this agent runs in (the source_cluster label), or run the agent with --source-cluster or PATHPROBE_SOURCE_CLUSTER",
             );
             String::new()
         }
@@ -519,6 +519,7 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
             format!("only dns targets use it, this one is {kind}; remove it"),
         );
     }
+    let all_addresses = all_addresses(rt, kind, ps, d);
     if kind == Kind::Scrape {
         if let Some(m) = rt.method.as_deref() {
             if !m.trim().eq_ignore_ascii_case("GET") {
@@ -659,9 +660,54 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
             tls,
             http,
             dns: dns.clone(),
+            all_addresses,
         });
     }
     Checked::Probe(targets)
+}
+
+/// The bound on addresses in all-address mode when `max_addresses` is not given.
+pub const DEFAULT_MAX_ADDRESSES: usize = 8;
+
+/// The most `max_addresses` may be: each address has its own series.
+pub const MAX_ADDRESSES_LIMIT: usize = 64;
+
+/// `all_addresses` and `max_addresses`: `None` for the default mode (the first address that
+/// works), else the most addresses to probe.
+fn all_addresses(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) -> Option<usize> {
+    let on = rt.all_addresses.unwrap_or(false);
+    if on && kind == Kind::Dns {
+        d.error(
+            ps.at("all_addresses"),
+            "dns targets already report every address they resolve to (resolved); remove it",
+        );
+        return None;
+    }
+    if !on && rt.max_addresses.is_some() {
+        d.error(
+            ps.at("max_addresses"),
+            "only used with all_addresses: true; set that, or remove max_addresses",
+        );
+        return None;
+    }
+    if !on {
+        return None;
+    }
+    let max = scalar_or(
+        d,
+        &ps.at("max_addresses"),
+        rt.max_addresses.as_ref(),
+        DEFAULT_MAX_ADDRESSES,
+        |s| {
+            match s.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_ADDRESSES_LIMIT).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{s}` is not a number of addresses; use a whole number from 1 to {MAX_ADDRESSES_LIMIT} (each address has its own series)"
+            )),
+        }
+        },
+    );
+    Some(max)
 }
 
 /// A scalar field parsed by `parse`, or `default` when absent; records the error and returns
@@ -1300,12 +1346,13 @@ fn regex_reason(e: &regex::Error) -> String {
         .to_string()
 }
 
-/// Reads a secret file: one trailing newline trimmed; an empty one is an error. Never echoes it.
+/// Reads a secret file: surrounding whitespace trimmed, as Prometheus does (a Secret written with
+/// `echo` ends in a newline; an editor may add more); an empty one is an error. Never echoes it.
 fn read_secret(ctx: &Ctx, p: &str, rel: &str, what: &str, ps: &PathStyle, d: &mut Diags) -> Option<Secret> {
     let path = resolve(ctx, p);
     match std::fs::read_to_string(&path) {
         Ok(s) => {
-            let s = s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(&s);
+            let s = s.trim();
             if s.is_empty() {
                 d.error(ps.at(rel), format!("{} is empty; put the {what} in it", path.display()));
                 None

@@ -326,6 +326,169 @@ async fn a_peer_closing_during_the_tls_handshake_is_connection_reset() {
     assert_eq!(r.reason, Reason::ConnectionReset, "{:?}", r.error);
 }
 
+/// Options trusting exactly the certificate in `pem` (`--ca-file` pointing at it).
+fn pinning(pem: &str) -> (tempfile::TempDir, AdhocOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = file(dir.path(), "pinned.pem", pem);
+    (
+        dir,
+        AdhocOptions {
+            ca_file: Some(ca_file),
+            ..opts()
+        },
+    )
+}
+
+fn valid_for_a_year() -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    (now - time::Duration::days(1), now + time::Duration::days(365))
+}
+
+#[tokio::test]
+async fn a_pinned_self_signed_ca_certificate_is_trusted_when_it_is_the_ca_file() {
+    let (from, to) = valid_for_a_year();
+    let cert = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&cert, ok).await;
+    let (_dir, pinned) = pinning(&cert.cert_pem);
+    for arg in [format!("tls://{}", server.addr), format!("https://{}/", server.addr)] {
+        let r = check(&arg, &pinned).await;
+        assert_eq!(r.reason, Reason::None, "{arg}: {:?}", r.error);
+        assert_eq!(r.trace.tls.as_ref().unwrap().version, "TLSv1.3");
+    }
+    // Without the pin it is what it always was: untrusted.
+    let r = check(&format!("tls://{}", server.addr), &opts()).await;
+    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_pinned_ca_certificate_is_found_among_other_certificates_of_the_ca_file() {
+    let (from, to) = valid_for_a_year();
+    let cert = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&cert, ok).await;
+    let other = TestCa::new();
+    let (_dir, pinned) = pinning(&format!("{}{}", other.cert_pem, cert.cert_pem));
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn an_expired_pinned_ca_certificate_is_tls_expired() {
+    let now = time::OffsetDateTime::now_utc();
+    let cert = testbed::self_signed_ca(
+        &["127.0.0.1"],
+        now - time::Duration::days(400),
+        now - time::Duration::days(3),
+    );
+    let server = testbed::https(&cert, ok).await;
+    let (_dir, pinned) = pinning(&cert.cert_pem);
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_not_yet_valid_pinned_ca_certificate_is_tls_expired() {
+    let now = time::OffsetDateTime::now_utc();
+    let cert = testbed::self_signed_ca(
+        &["127.0.0.1"],
+        now + time::Duration::days(3),
+        now + time::Duration::days(400),
+    );
+    let server = testbed::https(&cert, ok).await;
+    let (_dir, pinned) = pinning(&cert.cert_pem);
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_pinned_ca_certificate_for_another_name_is_tls_hostname() {
+    let (from, to) = valid_for_a_year();
+    let cert = testbed::self_signed_ca(&["nas.home.arpa"], from, to);
+    let server = testbed::https(&cert, ok).await;
+    let (_dir, pinned) = pinning(&cert.cert_pem);
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsHostname, "{:?}", r.error);
+    let named = AdhocOptions {
+        server_name: Some("nas.home.arpa".into()),
+        ..pinned
+    };
+    let r = check(&format!("tls://{}", server.addr), &named).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_different_pinned_self_signed_certificate_is_tls_untrusted() {
+    let (from, to) = valid_for_a_year();
+    let served = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let other = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&served, ok).await;
+    let (_dir, pinned) = pinning(&other.cert_pem);
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_pinned_ca_certificate_only_for_client_auth_is_tls_untrusted() {
+    let (from, to) = valid_for_a_year();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = from;
+    params.not_after = to;
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "cert.pem", &cert.pem());
+    file(dir.path(), "key.pem", &key.serialize_pem());
+    let identity =
+        pathprobe::probe::tls::parse_identity(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(pathprobe::probe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let _ = acceptor.accept(s).await;
+        }
+    });
+    let (_pin_dir, pinned) = pinning(&cert.pem());
+    let r = check(&format!("tls://{addr}"), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
+}
+
+/// The agent's page and log speak the inventory's words, and do not tell the operator to set
+/// `tls.ca_file` when it is set.
+#[tokio::test]
+async fn untrusted_advice_in_inventory_words_fits_whether_ca_file_is_set() {
+    use pathprobe::report::{advice, Hints};
+    let (from, to) = valid_for_a_year();
+    let served = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let other = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&served, ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "other.pem", &other.cert_pem);
+    let yaml = format!(
+        "agent: {{ source_cluster: t }}\ntargets:\n  - {{ name: pinned-wrong, kind: tls, address: \"{a}\", tls: {{ ca_file: other.pem }} }}\n  - {{ name: system-roots, kind: tls, address: \"{a}\" }}\n",
+        a = server.addr
+    );
+    let targets = crate::common::inventory(&yaml, dir.path());
+    let with_ca = crate::common::run(&targets[0]).await;
+    assert_eq!(with_ca.reason, Reason::TlsUntrusted);
+    let words = advice(&targets[0], &with_ca, Hints::Inventory);
+    assert!(
+        words.contains("the CA in tls.ca_file") && !words.contains("set tls.ca_file"),
+        "{words}"
+    );
+    let without = crate::common::run(&targets[1]).await;
+    assert_eq!(without.reason, Reason::TlsUntrusted);
+    let words = advice(&targets[1], &without, Hints::Inventory);
+    assert!(words.contains("set tls.ca_file"), "{words}");
+}
+
 #[tokio::test]
 async fn the_wait_for_a_silent_servers_verdict_on_the_client_certificate_is_not_timed_as_tls() {
     let ca = TestCa::new();
