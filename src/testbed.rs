@@ -250,7 +250,8 @@ pub fn tls_acceptor(cert: &Issued) -> TlsAcceptor {
     TlsAcceptor::from(Arc::new(config))
 }
 
-/// Accepts and then never answers: reads forever, holding the connection open.
+/// Accepts and then never answers: reads until the client gives up, then lets the connection go
+/// (holding it after the client's FIN left one socket in CLOSE-WAIT per probe, forever).
 pub async fn hanging() -> Server {
     spawn_accept(bind("127.0.0.1:0").await, |mut stream| async move {
         let mut buf = [0u8; 1024];
@@ -259,7 +260,6 @@ pub async fn hanging() -> Server {
                 break;
             }
         }
-        std::future::pending::<()>().await;
     })
 }
 
@@ -301,10 +301,19 @@ pub async fn dripping(every: std::time::Duration) -> Server {
     })
 }
 
-/// A port on which nothing listens (bound, then released).
+/// A port on which nothing listens, and nothing can: a socket bound to it that never listens
+/// (without `SO_REUSEADDR`, so no other socket can bind it), kept for the rest of the process.
+/// The kernel answers a SYN to it with a reset. Binding a port and releasing it instead let
+/// another process take it before the probe ran.
 pub async fn refused_port() -> SocketAddr {
-    let listener = bind("127.0.0.1:0").await;
-    listener.local_addr().expect("bound")
+    static HELD: std::sync::Mutex<Vec<tokio::net::TcpSocket>> = std::sync::Mutex::new(Vec::new());
+    let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+    socket
+        .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .expect("binding a loopback port");
+    let addr = socket.local_addr().expect("bound");
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(socket);
+    addr
 }
 
 /// How the test DNS server answers a name.
