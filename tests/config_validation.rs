@@ -164,6 +164,18 @@ const BAD: &[(&str, &str)] = &[
         "targets[0].max_addresses: only used with all_addresses: true; set that, or remove max_addresses",
     ),
     (
+        "interval_too_short.yaml",
+        "targets[0].interval: `1ms` is below the 1s minimum; every node probes every target, so more often than once a second loads the target without telling more: use 1s or more",
+    ),
+    (
+        "body_limit_too_large.yaml",
+        "targets[0].body_limit: `10GiB` is over the 256MiB maximum; a body is held in memory, --max-in-flight probes at once: use 256MiB or less",
+    ),
+    (
+        "too_many_targets.yaml",
+        "targets[39]: the inventory reaches 10240 targets here (ranges expanded), over the 10000 one agent probes; split it between agents (e.g. per cluster), or list fewer targets",
+    ),
+    (
         "max_addresses_too_many.yaml",
         "targets[0].max_addresses: `500` is not a number of addresses; use a whole number from 1 to 64 (each address has its own series)",
     ),
@@ -911,4 +923,24 @@ fn the_inventory_reference_example_validates() {
         let leaf = field.rsplit(['.', ']']).next().unwrap();
         assert!(yaml.contains(&format!("{leaf}:")), "the example does not use {field}");
     }
+}
+
+/// Absurd but valid-looking: a million targets (3907 ranges of 256) stop at the entry that
+/// crosses the limit, with one error, instead of a million schedules; a 0 timeout is refused.
+#[test]
+fn a_million_targets_stop_at_the_limit_with_one_error() {
+    let mut text = String::from("agent: { source_cluster: prod }\ndefaults: { interval: 1m, timeout: 0s }\ntargets:\n");
+    for i in 0..3907 {
+        text.push_str(&format!(
+            "  - {{ name: n{i}, kind: tcp, address: \"10.{}.{}.0-255:9100\" }}\n",
+            i / 256,
+            i % 256
+        ));
+    }
+    let errors = config::parse(&text, Path::new("/")).unwrap_err().to_string();
+    assert_eq!(
+        errors,
+        "defaults.timeout: `0s` is zero; give a positive duration, e.g. 30s\n\
+         targets[39]: the inventory reaches 10240 targets here (ranges expanded), over the 10000 one agent probes; split it between agents (e.g. per cluster), or list fewer targets"
+    );
 }

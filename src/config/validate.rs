@@ -25,6 +25,36 @@ use crate::target::{
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
+/// The shortest interval: every node probes every target, so more often than once a second loads
+/// the targets (and the agent) without telling more.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// The largest body cap: a body is held in memory, up to `--max-in-flight` of them at once.
+pub const MAX_BODY_LIMIT: usize = 256 << 20;
+/// The most targets (ranges expanded, documented-absent ones included) one agent takes: each
+/// has its schedule, its status row and a few dozen series on every node.
+pub const MAX_TARGETS: usize = 10_000;
+
+/// A duration that is a sane interval.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < MIN_INTERVAL {
+        return Err(format!(
+            "`{s}` is below the 1s minimum; every node probes every target, so more often than once a second loads the target without telling more: use 1s or more"
+        ));
+    }
+    Ok(d)
+}
+
+/// A size that is a sane body cap.
+fn parse_body_limit(s: &str) -> Result<usize, String> {
+    let n = parse_bytes(s)?;
+    if n > MAX_BODY_LIMIT {
+        return Err(format!(
+            "`{s}` is over the 256MiB maximum; a body is held in memory, --max-in-flight probes at once: use 256MiB or less"
+        ));
+    }
+    Ok(n)
+}
 const KINDS: &str = "tcp, tls, http, scrape, dns";
 
 /// Validates a parsed inventory; relative file paths resolve against `base_dir`.
@@ -90,7 +120,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         "defaults.interval",
         defaults.interval.as_ref(),
         DEFAULT_INTERVAL,
-        parse_duration,
+        parse_interval,
     );
     let timeout = scalar_or(
         &mut d,
@@ -104,7 +134,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         "defaults.body_limit",
         defaults.body_limit.as_ref(),
         DEFAULT_BODY_LIMIT,
-        parse_bytes,
+        parse_body_limit,
     );
 
     let ctx = Ctx {
@@ -168,6 +198,17 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
             Checked::Probe(ts) => inventory.targets.extend(ts),
             Checked::Absent(ts) => inventory.absent.extend(ts),
             Checked::Failed => {}
+        }
+        // Checked as the list grows, so a million entries (or ranges) stop here, not in memory.
+        let count = inventory.targets.len() + inventory.absent.len();
+        if count > MAX_TARGETS {
+            d.error(
+                ps.at(""),
+                format!(
+                    "the inventory reaches {count} targets here (ranges expanded), over the {MAX_TARGETS} one agent probes; split it between agents (e.g. per cluster), or list fewer targets"
+                ),
+            );
+            break;
         }
     }
 
@@ -561,7 +602,7 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
         &ps.at("interval"),
         rt.interval.as_ref(),
         ctx.interval,
-        parse_duration,
+        parse_interval,
     );
     let timeout = scalar_or(d, &ps.at("timeout"), rt.timeout.as_ref(), ctx.timeout, parse_duration);
     if timeout >= interval {
@@ -1304,7 +1345,7 @@ fn http_parts(rt: &RawTarget, kind: Kind, ps: &PathStyle, ctx: &Ctx, d: &mut Dia
         &ps.at("body_limit"),
         rt.body_limit.as_ref(),
         ctx.body_limit,
-        parse_bytes,
+        parse_body_limit,
     );
     // A scrape follows redirects as Prometheus does (Go's client: up to 10); a plain http probe
     // judges the 3xx itself unless asked to follow.
