@@ -114,7 +114,7 @@ fn a_slowloris_client_is_cut_at_the_header_timeout() {
         let mut b = [0u8; 512];
         let r = s.read(&mut b);
         s.set_nonblocking(false).unwrap();
-        if matches!(r, Ok(_)) || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock) {
+        if r.is_ok() || matches!(&r, Err(e) if e.kind() != std::io::ErrorKind::WouldBlock) {
             cut = true;
             break;
         }
