@@ -15,6 +15,16 @@ use tokio::net::TcpListener;
 /// Answers a GET by path.
 pub trait Routes: Send + Sync + 'static {
     fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>>;
+
+    /// Answers a GET that may carry a query (`/mesh?bytes=N`); by default the query is ignored.
+    fn respond_query(
+        &self,
+        path: &str,
+        _query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> http::Response<Full<Bytes>> {
+        self.respond(path, headers)
+    }
 }
 
 /// Why the endpoint could not start.
@@ -63,7 +73,7 @@ pub async fn serve(listener: TcpListener, routes: Arc<dyn Routes>, shutdown: imp
                 let routes = routes.clone();
                 async move {
                     let resp = if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
-                        routes.respond(req.uri().path(), req.headers())
+                        routes.respond_query(req.uri().path(), req.uri().query(), req.headers())
                     } else {
                         text(405, "only GET and HEAD\n")
                     };

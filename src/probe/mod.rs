@@ -6,6 +6,7 @@
 
 pub mod dns;
 pub mod http;
+pub mod mesh;
 pub mod resolve;
 pub mod scrape;
 pub mod tcp;
@@ -93,6 +94,8 @@ pub struct Trace {
     pub samples: Option<u64>,
     /// Bytes of body read.
     pub body_bytes: Option<u64>,
+    /// A mesh peer's identity, from its answer.
+    pub peer: Option<mesh::Identity>,
 }
 
 impl Trace {
@@ -233,6 +236,12 @@ pub enum ProbeError {
     /// The scrape body is not valid exposition.
     #[error("invalid exposition: {0}")]
     ScrapeInvalid(String),
+    /// A mesh peer answered, but not as a pathprobe agent does.
+    #[error("not a pathprobe agent: {0}")]
+    NotAnAgent(String),
+    /// A must-be-blocked target accepted the connection.
+    #[error("connected to {addr}, which must be blocked")]
+    UnexpectedlyReachable { addr: SocketAddr },
 }
 
 /// What every probe needs besides its target: the resolver.
@@ -266,6 +275,12 @@ pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
     let deadline = Deadline::after(target.timeout);
     let mut trace = Trace::default();
     let run = async {
+        if target.blocked {
+            return blocked(target, ctx, &mut trace, deadline).await;
+        }
+        if let Some(peer) = &target.peer {
+            return mesh::probe(target, peer, ctx, &mut trace, deadline).await;
+        }
         match target.kind {
             Kind::Tcp => tcp::probe(target, ctx, &mut trace, deadline).await,
             Kind::Tls => tls::probe(target, ctx, &mut trace, deadline).await,
@@ -293,6 +308,25 @@ pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
         total: start.elapsed(),
         error,
         finished_at: SystemTime::now(),
+    }
+}
+
+/// A must-be-blocked target: resolve and connect only, whatever its kind. Refused, timed out or
+/// unreachable is the expected outcome; a connection is `unexpectedly_reachable`. A name that
+/// does not resolve stays a DNS failure: whether the path is blocked was not learned.
+async fn blocked(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
+    match tcp::connect(ctx, &target.endpoint, trace, deadline).await {
+        Ok(stream) => {
+            let addr = stream.peer_addr().ok().or(trace.address);
+            drop(stream);
+            Err(ProbeError::UnexpectedlyReachable {
+                addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], target.endpoint.port))),
+            })
+        }
+        Err(e) => match classify(&e) {
+            Reason::ConnectRefused | Reason::ConnectTimeout | Reason::Unreachable => Ok(()),
+            _ => Err(e),
+        },
     }
 }
 
