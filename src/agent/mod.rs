@@ -634,7 +634,8 @@ impl serve::Routes for Routes {
                 let (content_type, mut body) = s.exporter().render_for(accept);
                 let source = s.source.read().expect("not poisoned").clone();
                 let mut extra = String::new();
-                s.mesh.write_refreshes(&mut extra, &source, content_type.starts_with("application/openmetrics"));
+                s.mesh
+                    .write_refreshes(&mut extra, &source, content_type.starts_with("application/openmetrics"));
                 s.mesh.write_metrics(&mut extra, &source);
                 match body.rfind("# EOF") {
                     Some(i) => body.insert_str(i, &extra),

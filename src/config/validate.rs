@@ -684,7 +684,10 @@ fn check_blocked(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) -> b
         );
         return false;
     }
-    for (field, given) in [("status", expect.status.is_some()), ("body_regex", expect.body_regex.is_some())] {
+    for (field, given) in [
+        ("status", expect.status.is_some()),
+        ("body_regex", expect.body_regex.is_some()),
+    ] {
         if given {
             d.error(
                 ps.at(&format!("expect.{field}")),

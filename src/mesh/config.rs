@@ -124,28 +124,30 @@ pub(crate) fn check(raw: Option<&RawMesh>, d: &mut Diags) -> Option<std::sync::A
     let large_payload = match &raw.large_payload {
         None => DEFAULT_LARGE_PAYLOAD,
         Some(s) if s.as_str().trim() == "0" => 0,
-        Some(s) => match parse_bytes(s.as_str()) {
-            Ok(n) if n > MAX_PAYLOAD => {
-                d.error(
+        Some(s) => {
+            match parse_bytes(s.as_str()) {
+                Ok(n) if n > MAX_PAYLOAD => {
+                    d.error(
                     "mesh.large_payload",
                     format!("{n} bytes is over the 64KiB that agents answer; use e.g. 8KiB (anything above the path MTU shows a black hole), or 0 to turn the check off"),
                 );
-                0
-            }
-            Ok(n) => {
-                if n <= 1500 {
-                    d.warn(
+                    0
+                }
+                Ok(n) => {
+                    if n <= 1500 {
+                        d.warn(
                         "mesh.large_payload",
                         format!("{n} bytes fits in one 1500-byte packet, so an MTU black hole cannot show; use e.g. 8KiB"),
                     );
+                    }
+                    n
                 }
-                n
+                Err(msg) => {
+                    d.error("mesh.large_payload", msg);
+                    0
+                }
             }
-            Err(msg) => {
-                d.error("mesh.large_payload", msg);
-                0
-            }
-        },
+        }
     };
     if d.errors.len() > before {
         return None;
@@ -162,7 +164,8 @@ pub(crate) fn check(raw: Option<&RawMesh>, d: &mut Diags) -> Option<std::sync::A
 }
 
 fn peers(raw: Option<&RawPeers>, d: &mut Diags) -> Option<PeerSource> {
-    const HOW: &str = "set dns: <a headless Service, e.g. pathprobe-host.pathprobe.svc.cluster.local> or static: [ip:port, …]";
+    const HOW: &str =
+        "set dns: <a headless Service, e.g. pathprobe-host.pathprobe.svc.cluster.local> or static: [ip:port, …]";
     let Some(raw) = raw else {
         d.error("mesh.peers", format!("missing; {HOW}"));
         return None;
@@ -210,7 +213,10 @@ fn peers(raw: Option<&RawPeers>, d: &mut Diags) -> Option<PeerSource> {
                 let e = entry.trim();
                 if let Ok(sa) = e.parse::<SocketAddr>() {
                     if sa.port() == 0 {
-                        d.error(format!("mesh.peers.static[{i}]"), format!("`{e}` has port 0; use the agents' --listen port"));
+                        d.error(
+                            format!("mesh.peers.static[{i}]"),
+                            format!("`{e}` has port 0; use the agents' --listen port"),
+                        );
                         ok = false;
                     }
                     out.push((sa.ip(), Some(sa.port())));
@@ -219,7 +225,9 @@ fn peers(raw: Option<&RawPeers>, d: &mut Diags) -> Option<PeerSource> {
                 } else {
                     d.error(
                         format!("mesh.peers.static[{i}]"),
-                        format!("`{e}` is not an IP address or ip:port; write e.g. 192.0.2.11:9807 or [2001:db8::11]:9807"),
+                        format!(
+                            "`{e}` is not an IP address or ip:port; write e.g. 192.0.2.11:9807 or [2001:db8::11]:9807"
+                        ),
                     );
                     ok = false;
                 }

@@ -54,7 +54,9 @@ mod tests {
     use super::*;
 
     fn members(n: usize) -> Vec<String> {
-        (0..n).map(|i| format!("10.0.{}.{}:9807", i / 200, i % 200 + 1)).collect()
+        (0..n)
+            .map(|i| format!("10.0.{}.{}:9807", i / 200, i % 200 + 1))
+            .collect()
     }
 
     /// peer → the members that probe it.

@@ -153,7 +153,13 @@ impl Mesh {
         for &address in &s.probed {
             out.push(target(address, Payload::Small, 0, settings, source_cluster));
             if settings.large_payload > 0 {
-                out.push(target(address, Payload::Large, settings.large_payload, settings, source_cluster));
+                out.push(target(
+                    address,
+                    Payload::Large,
+                    settings.large_payload,
+                    settings,
+                    source_cluster,
+                ));
             }
         }
         out
@@ -248,7 +254,11 @@ impl Mesh {
         let family = |out: &mut String, name: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
         };
-        family(out, "pathprobe_peer_duration_seconds", "Total time of the latest mesh probe of a peer.");
+        family(
+            out,
+            "pathprobe_peer_duration_seconds",
+            "Total time of the latest mesh probe of a peer.",
+        );
         for (node, addr, payload, l) in &rows {
             let _ = writeln!(
                 out,
@@ -268,7 +278,11 @@ impl Mesh {
                 l.reason.as_str()
             );
         }
-        family(out, "pathprobe_peer_success", "1 if the latest mesh probe of a peer succeeded, else 0.");
+        family(
+            out,
+            "pathprobe_peer_success",
+            "1 if the latest mesh probe of a peer succeeded, else 0.",
+        );
         for (node, addr, payload, l) in &rows {
             let _ = writeln!(
                 out,

@@ -48,7 +48,10 @@ pub async fn probe(
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
-    let spec = target.http.as_ref().expect("mesh probes are built with their http spec");
+    let spec = target
+        .http
+        .as_ref()
+        .expect("mesh probes are built with their http spec");
     let mut extra = HeaderMap::new();
     extra.insert(
         header::USER_AGENT,
@@ -141,7 +144,9 @@ mod tests {
     }
 
     fn many(n: usize) -> Vec<(String, String)> {
-        (0..n).map(|i| (format!("10.0.{}.{}:9807", i / 250, i % 250), format!("node-{i}"))).collect()
+        (0..n)
+            .map(|i| (format!("10.0.{}.{}:9807", i / 250, i % 250), format!("node-{i}")))
+            .collect()
     }
 
     #[test]
