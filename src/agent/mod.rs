@@ -88,6 +88,8 @@ struct Shared {
     verdicts: RwLock<std::collections::HashMap<(String, String), Verdict>>,
     /// The node mesh: peers, their latest results, the names learned.
     mesh: Mesh,
+    /// The must-be-blocked targets, for `pathprobe_target_expect_blocked`.
+    blocked: crate::metrics::blocked::Blocked,
 }
 
 impl Shared {
@@ -238,7 +240,9 @@ async fn serve_inventory(
         draining: AtomicBool::new(false),
         verdicts: RwLock::new(Default::default()),
         mesh: Mesh::new(local),
+        blocked: Default::default(),
     });
+    shared.blocked.set(&inventory.targets);
     shared.mesh.set_settings(inventory.mesh.clone());
     shared.exporter().set_discovery(inventory.discovery.is_some());
     shared.status.set_inventory(&inventory.targets, &inventory.absent);
@@ -396,6 +400,7 @@ fn apply(
     shared.exporter().set_discovery(next.discovery.is_some());
     shared.status.set_inventory(&next.targets, &next.absent);
     let applied = scheduler.apply(shared.scheduled(next));
+    shared.blocked.set(&next.targets);
     if same_source {
         // Forget first, then declare: a target that became documented-absent under the same
         // identity keeps its `pathprobe_target_expected 0`.
@@ -637,6 +642,7 @@ impl serve::Routes for Routes {
                 s.mesh
                     .write_refreshes(&mut extra, &source, content_type.starts_with("application/openmetrics"));
                 s.mesh.write_metrics(&mut extra, &source);
+                s.blocked.write(&mut extra, &source);
                 match body.rfind("# EOF") {
                     Some(i) => body.insert_str(i, &extra),
                     None => body.push_str(&extra),
