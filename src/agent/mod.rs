@@ -45,6 +45,8 @@ pub struct Options {
     pub source_cluster: Option<String>,
     /// Overrides `agent.network` (one inventory shared by the host and pod DaemonSets).
     pub network: Option<crate::target::Network>,
+    /// Overrides `mesh.peers` with a DNS name, when the inventory has a mesh.
+    pub mesh_dns: Option<String>,
 }
 
 impl Options {
@@ -56,6 +58,18 @@ impl Options {
         }
         if let Some(network) = self.network {
             loaded.inventory.agent.network = network;
+        }
+        if let (Some(name), Some(m)) = (&self.mesh_dns, &loaded.inventory.mesh) {
+            let Some(name) = mesh::config::dns_name(name) else {
+                return Err(config::ConfigError::new(
+                    "--mesh-dns",
+                    format!("`{name}` is not a DNS name; give the headless Service's name, e.g. pathprobe-pod.pathprobe.svc.cluster.local"),
+                )
+                .into());
+            };
+            let mut m = (**m).clone();
+            m.peers = mesh::config::PeerSource::Dns(name);
+            loaded.inventory.mesh = Some(Arc::new(m));
         }
         Ok(loaded)
     }

@@ -163,6 +163,17 @@ pub(crate) fn check(raw: Option<&RawMesh>, d: &mut Diags) -> Option<std::sync::A
     }))
 }
 
+/// A DNS name as the resolver takes it (lower case, no trailing dot), or `None`.
+pub fn dns_name(name: &str) -> Option<String> {
+    let name = name.trim().trim_end_matches('.');
+    let valid = !name.is_empty()
+        && name.parse::<IpAddr>().is_err()
+        && name
+            .split('.')
+            .all(|l| !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    valid.then(|| name.to_ascii_lowercase())
+}
+
 fn peers(raw: Option<&RawPeers>, d: &mut Diags) -> Option<PeerSource> {
     const HOW: &str =
         "set dns: <a headless Service, e.g. pathprobe-host.pathprobe.svc.cluster.local> or static: [ip:port, …]";
@@ -182,23 +193,16 @@ fn peers(raw: Option<&RawPeers>, d: &mut Diags) -> Option<PeerSource> {
             );
             None
         }
-        (Some(name), None) => {
-            let name = name.trim().trim_end_matches('.');
-            let valid = !name.is_empty()
-                && name.parse::<IpAddr>().is_err()
-                && name.split('.').all(|l| {
-                    !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                });
-            if valid {
-                Some(PeerSource::Dns(name.to_ascii_lowercase()))
-            } else {
+        (Some(name), None) => match dns_name(name) {
+            Some(n) => Some(PeerSource::Dns(n)),
+            None => {
                 d.error(
                     "mesh.peers.dns",
-                    format!("`{name}` is not a DNS name; give the headless Service's name, e.g. pathprobe-host.pathprobe.svc.cluster.local"),
+                    format!("`{}` is not a DNS name; give the headless Service's name, e.g. pathprobe-host.pathprobe.svc.cluster.local", name.trim()),
                 );
                 None
             }
-        }
+        },
         (None, Some(list)) => {
             if list.is_empty() {
                 d.error(
