@@ -103,7 +103,7 @@ impl Reason {
             Reason::ConnectTimeout => "nothing answered the SYN — a firewall or NetworkPolicy drop, or a routing black hole",
             Reason::Unreachable => "the kernel or a router says there is no route — a down interface, a missing route, or an ICMP unreachable from a firewall",
             Reason::TlsHandshake => "not TLS on that port, no common version or cipher, or the peer sent an alert",
-            Reason::TlsUntrusted => "the chain does not verify against the trusted roots — self-signed or an unknown CA (set tls.ca_file)",
+            Reason::TlsUntrusted => "the chain does not verify against the trusted roots — self-signed or an unknown CA",
             Reason::TlsExpired => "renew the certificate, or check this node's clock",
             Reason::TlsHostname => "fix the URL, or set tls.server_name to a name the certificate holds",
             Reason::TlsTimeout => "the port accepts connections but the handshake stalls — a hung server or a middlebox",
@@ -144,6 +144,7 @@ pub fn classify(err: &ProbeError) -> Reason {
         ProbeError::DnsUnexpected { .. } => Reason::DnsError,
         ProbeError::Connect { source, .. } => connect_reason(source),
         ProbeError::Tls { source } => tls_reason(source),
+        ProbeError::NotTls { .. } => Reason::TlsHandshake,
         ProbeError::Http { source, .. } => http_reason(source),
         ProbeError::Status { status, .. } => match status {
             401 | 403 | 407 => Reason::HttpAuth,
@@ -151,6 +152,12 @@ pub fn classify(err: &ProbeError) -> Reason {
             _ => Reason::HttpStatus,
         },
         ProbeError::Redirect { .. } => Reason::HttpProtocol,
+        // Unreachable from a validated target (see the variant); no reason names a request that
+        // was never sent, so it falls to the HTTP family's generic member, and is logged.
+        ProbeError::Request(e) => {
+            tracing::warn!(error = %e, "a request could not be built from a validated target");
+            Reason::HttpProtocol
+        }
         ProbeError::BodyMismatch { .. } | ProbeError::NotAnAgent(_) => Reason::BodyMismatch,
         ProbeError::BodyTooLarge { .. } => Reason::BodyTooLarge,
         ProbeError::ScrapeInvalid { .. } => Reason::ScrapeInvalid,

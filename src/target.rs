@@ -168,6 +168,8 @@ pub struct TlsSettings {
     pub verifier: Arc<dyn ServerCertVerifier>,
     /// True when verification is skipped (`insecure_skip_verify`).
     pub insecure_skip_verify: bool,
+    /// True when the roots are the configured `ca_file` (`--ca-file`), not the system's.
+    pub ca_file: bool,
     /// Client certificate chain and key for mTLS.
     pub client_identity: Option<Arc<ClientIdentity>>,
 }
@@ -183,6 +185,7 @@ impl fmt::Debug for TlsSettings {
         f.debug_struct("TlsSettings")
             .field("server_name", &self.server_name)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("ca_file", &self.ca_file)
             .field("client_identity", &self.client_identity.is_some())
             .finish()
     }

@@ -134,6 +134,22 @@ pub fn self_signed(names: &[&str]) -> Issued {
     issued(cert, key)
 }
 
+/// A self-signed certificate that is also a CA (`basicConstraints CA:TRUE`), as
+/// `openssl req -x509` makes by default and many homelab services serve; trusted by pinning it.
+pub fn self_signed_ca(names: &[&str], not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> Issued {
+    let key = KeyPair::generate().expect("key generation");
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let cert = params.self_signed(&key).expect("self-signing");
+    issued(cert, key)
+}
+
 fn issued(cert: rcgen::Certificate, key: KeyPair) -> Issued {
     Issued {
         cert_pem: cert.pem(),
@@ -199,11 +215,20 @@ pub async fn http(handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) 
     http_on("127.0.0.1:0", handler).await
 }
 
-/// An HTTPS server presenting `cert`.
+/// An HTTPS server presenting `cert`, on `127.0.0.1:0`.
 pub async fn https(cert: &Issued, handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) -> Server {
+    https_on("127.0.0.1:0", cert, handler).await
+}
+
+/// An HTTPS server presenting `cert`, on `bind_addr` (the image test serves a network namespace).
+pub async fn https_on(
+    bind_addr: &str,
+    cert: &Issued,
+    handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static,
+) -> Server {
     let handler: Handler = Arc::new(handler);
     let acceptor = tls_acceptor(cert);
-    spawn_accept(bind("127.0.0.1:0").await, move |stream| {
+    spawn_accept(bind(bind_addr).await, move |stream| {
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         async move {

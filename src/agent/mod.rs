@@ -52,7 +52,7 @@ pub struct Options {
 impl Options {
     /// Loads the inventory and applies the command line's overrides of the agent's identity.
     fn load(&self) -> Result<config::Loaded, ConfigErrors> {
-        let mut loaded = config::load_with_warnings(&self.config)?;
+        let mut loaded = config::load_as(&self.config, self.source_cluster.as_deref())?;
         if let Some(cluster) = &self.source_cluster {
             loaded.inventory.agent.source_cluster = cluster.clone();
         }
@@ -98,6 +98,8 @@ struct Shared {
     source: RwLock<Source>,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// When the latest reload was rejected, and its errors; cleared by a good one.
+    rejected: RwLock<Option<(SystemTime, String)>>,
     /// The fleet's verdicts by (job, instance key), from Prometheus when discovery is on.
     verdicts: RwLock<std::collections::HashMap<(String, String), Verdict>>,
     /// The node mesh: peers, their latest results, the names learned.
@@ -252,6 +254,7 @@ async fn serve_inventory(
         source: RwLock::new(source),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        rejected: RwLock::new(None),
         verdicts: RwLock::new(Default::default()),
         mesh: Mesh::new(local),
         blocked: Default::default(),
@@ -368,6 +371,7 @@ fn reload_if_changed(
             disc.restart(shared, current);
             exporter.config_reloads.with_label_values(&["success"]).inc();
             exporter.config_last_reload_successful.set(1.0);
+            *shared.rejected.write().expect("not poisoned") = None;
         }
         Err(errors) if watch.last_failure.as_deref() == Some(errors.as_str()) => {}
         Err(errors) => {
@@ -377,6 +381,7 @@ fn reload_if_changed(
                 tracing::error!(config = %opts.config.display(), "{e}");
             }
             tracing::error!("inventory rejected; the running inventory keeps probing");
+            *shared.rejected.write().expect("not poisoned") = Some((SystemTime::now(), errors.clone()));
             watch.last_failure = Some(errors);
         }
     }
@@ -676,7 +681,9 @@ impl serve::Routes for Routes {
             "/" => {
                 let (rows, absent) = s.status.snapshot();
                 let source = s.source.read().expect("not poisoned").clone();
+                let rejected = s.rejected.read().expect("not poisoned").clone();
                 let header = page::Header {
+                    rejected: rejected.as_ref().map(|(at, errors)| (*at, errors.as_str())),
                     node: &source.node,
                     cluster: &source.cluster,
                     network: &source.network,

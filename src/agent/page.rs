@@ -18,6 +18,8 @@ pub struct Header<'a> {
     pub cluster: &'a str,
     pub network: &'a str,
     pub ready: bool,
+    /// The latest reload, when it was rejected: when, and its errors (one per line).
+    pub rejected: Option<(SystemTime, &'a str)>,
 }
 
 const STYLE: &str = "
@@ -30,6 +32,7 @@ main{padding:12px 16px}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{padding:6px 8px;border-bottom:1px solid #e3e6eb;text-align:left;vertical-align:top}
 th{font-size:12px;text-transform:uppercase;color:#5b6475}
+.rejected{margin:0 0 12px;padding:8px 10px;background:#fdecea;border:1px solid #f4c7c3;border-radius:6px;overflow-wrap:anywhere}
 .ok{color:#137333;font-weight:600}.fail{color:#b3261e;font-weight:600}.wait{color:#5b6475}
 .reason{font-family:ui-monospace,Menlo,monospace}
 .meaning,.sub{color:#5b6475;font-size:12px}
@@ -65,16 +68,37 @@ pub fn render(
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <meta http-equiv=refresh content=10><title>pathprobe · {node}</title><style>{STYLE}</style></head><body>\
          <header><h1>pathprobe on {node}</h1><p>cluster {cluster} · network {network} · {state}</p></header><main>\
-         <p class=summary id=summary>{total} targets, <span class={cls}>{failing} failing</span>, {absent_n} documented absent</p>\
+         <p class=summary id=summary>{total}, <span class={cls}>{failing} failing</span>, {absent_n} documented absent</p>\
          <table id=targets><thead><tr><th>State</th><th>Target</th><th>Reason</th><th>Phases</th><th>Last success</th><th>Certificate</th></tr></thead><tbody>",
         node = esc(header.node),
         cluster = esc(header.cluster),
         network = esc(header.network),
         state = if header.ready { "ready" } else { "not ready" },
-        total = rows.len(),
+        total = crate::report::plural(rows.len() as u64, "target", "targets"),
         cls = if failing > 0 { "fail" } else { "ok" },
         absent_n = absent.len(),
     );
+    if let Some((at, errors)) = header.rejected {
+        let mut lines = errors.lines().filter(|l| !l.trim().is_empty());
+        let first = lines.next().unwrap_or("");
+        let more = lines.count();
+        let more = if more > 0 {
+            format!(" (and {more} more; every error is in the log)")
+        } else {
+            String::new()
+        };
+        // Placed before the table; the table's rows follow it in the same <main>.
+        let marker = "<table id=targets>";
+        let note = format!(
+            "<p class=rejected id=reload-rejected><b>The inventory was changed and rejected {}</b>: {}{}. The previous inventory keeps probing.</p>",
+            esc(&ago(now, at)),
+            esc(first),
+            esc(&more)
+        );
+        if let Some(i) = out.find(marker) {
+            out.insert_str(i, &note);
+        }
+    }
     for row in rows {
         let verdict = verdicts.get(&(row.target.job.clone(), instance_key(&row.target.instance)));
         row_html(&mut out, row, verdict, now);
@@ -130,7 +154,7 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
                 "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div>{fleet}</td>",
                 r.reason.as_str(),
                 esc(&since),
-                esc(r.reason.meaning())
+                esc(&crate::report::advice(t, r, crate::report::Hints::Inventory))
             );
             let mut phases: Vec<String> = Phase::ALL
                 .iter()

@@ -50,7 +50,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         None => {
             d.error(
                 "agent.source_cluster",
-                "missing; set it to the cluster this agent runs in (the source_cluster label)",
+                "missing; set it to the cluster this agent runs in (the source_cluster label), or run the agent with --source-cluster or PATHPROBE_SOURCE_CLUSTER",
             );
             String::new()
         }
@@ -793,6 +793,13 @@ fn dests_from_url(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>>
                     );
                     return None;
                 }
+                if let Err(e) = crate::probe::http::request_target(&u) {
+                    d.error(
+                        ps.at("url"),
+                        format!("its path and query cannot go into an HTTP request ({e}); shorten it"),
+                    );
+                    return None;
+                }
                 out.push(Dest::Url(u));
             }
             Ok(_) => {
@@ -1327,12 +1334,13 @@ fn regex_reason(e: &regex::Error) -> String {
         .to_string()
 }
 
-/// Reads a secret file: one trailing newline trimmed; an empty one is an error. Never echoes it.
+/// Reads a secret file: surrounding whitespace trimmed, as Prometheus does (a Secret written with
+/// `echo` ends in a newline; an editor may add more); an empty one is an error. Never echoes it.
 fn read_secret(ctx: &Ctx, p: &str, rel: &str, what: &str, ps: &PathStyle, d: &mut Diags) -> Option<Secret> {
     let path = resolve(ctx, p);
     match std::fs::read_to_string(&path) {
         Ok(s) => {
-            let s = s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(&s);
+            let s = s.trim();
             if s.is_empty() {
                 d.error(ps.at(rel), format!("{} is empty; put the {what} in it", path.display()));
                 None

@@ -77,6 +77,9 @@ pub struct TlsFacts {
     pub cipher: String,
     pub peer_cert_not_after: Option<SystemTime>,
     pub peer_cert_subject: Option<String>,
+    /// The names the certificate holds (subjectAltName DNS names and IP addresses), to say
+    /// which names it is for when it is not for the one asked for.
+    pub peer_cert_names: Vec<String>,
 }
 
 /// Per-phase timings and facts, filled step by step as a probe runs.
@@ -214,6 +217,13 @@ pub enum ProbeError {
         #[source]
         source: std::io::Error,
     },
+    /// The peer's first bytes are not a TLS record: it speaks another protocol on that port
+    /// (plain HTTP, most often, when `https://` was asked for).
+    #[error("not TLS: the server's answer is not a TLS record ({source}); it speaks another protocol on that port, plain HTTP most often")]
+    NotTls {
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP exchange failed.
     #[error("HTTP {phase}: {source}")]
     Http {
@@ -227,6 +237,10 @@ pub enum ProbeError {
     /// A redirect could not be followed.
     #[error("redirect: {0}")]
     Redirect(String),
+    /// The request could not be formed from the target's settings. Config validation refuses
+    /// URLs and credentials that cannot go into a request, so this marks a gap in it.
+    #[error("building the request: {0}")]
+    Request(String),
     /// `expect.body_regex` did not match.
     #[error("body does not match /{regex}/")]
     BodyMismatch { regex: String },
