@@ -364,7 +364,8 @@ fn reload_if_changed(
     match outcome {
         Ok(next) => {
             watch.loaded(&next);
-            if meshed.settings != next.mesh {
+            // A new resolver (agent.resolver) reaches the peer-list task only through a restart.
+            if meshed.settings != next.mesh || current.agent.resolver != next.agent.resolver {
                 meshed.restart(shared, &next);
             }
             *current = next;
