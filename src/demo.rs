@@ -241,6 +241,7 @@ pub async fn run(once: bool, listen: SocketAddr, node: String) -> anyhow::Result
         Resolver::new(&inventory.agent.resolver).map_err(|e| anyhow::anyhow!("building the resolver: {e}"))?;
     let ctx = ProbeContext {
         resolver: Arc::new(resolver),
+        pin: None,
     };
     let results = probe_all(inventory, &ctx).await;
     print!("{}", render(inventory, &results));

@@ -440,6 +440,7 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
     };
     let ctx = ProbeContext {
         resolver: Arc::new(resolver),
+        pin: None,
     };
     let results = futures_util::future::join_all(targets.iter().map(|t| probe::probe(t, &ctx))).await;
     if args.json {
@@ -484,9 +485,7 @@ async fn diagnose(args: DiagnoseArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let ctx = ProbeContext {
-        resolver: Arc::new(resolver),
-    };
+    let ctx = ProbeContext::new(resolver);
     let prom = match pathprobe::promapi::Prometheus::new(&args.prometheus, args.timeout, ctx) {
         Ok(p) => p,
         Err(e) => {

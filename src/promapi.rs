@@ -273,9 +273,7 @@ mod tests {
     use super::*;
 
     fn ctx() -> ProbeContext {
-        ProbeContext {
-            resolver: std::sync::Arc::new(crate::probe::Resolver::new(&Default::default()).unwrap()),
-        }
+        ProbeContext::new(crate::probe::Resolver::new(&Default::default()).unwrap())
     }
 
     /// Serves one canned answer per connection on loopback.

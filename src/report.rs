@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Map, Value};
 
-use crate::probe::{Phase, ProbeResult};
+use crate::probe::{FamilyOutcome, Phase, ProbeResult};
 use crate::reason::Reason;
 use crate::target::{AbsentTarget, Target};
 
@@ -25,6 +25,17 @@ pub fn json(target: &Target, result: &ProbeResult) -> Value {
             "peer_cert_subject": t.peer_cert_subject,
         })
     });
+    let dns = result.trace.dns.map(|lookup| {
+        let families: Map<String, Value> = lookup
+            .families
+            .iter()
+            .map(|f| {
+                let v = json!({"outcome": f.outcome.as_str(), "seconds": f.took.as_secs_f64()});
+                (f.family.as_str().to_string(), v)
+            })
+            .collect();
+        Value::Object(families)
+    });
     json!({
         "target": target.name,
         "instance": target.instance,
@@ -39,6 +50,14 @@ pub fn json(target: &Target, result: &ProbeResult) -> Value {
         "tls": tls,
         "samples": result.trace.samples,
         "resolved": result.trace.resolved.iter().map(|ip| ip.to_string()).collect::<Vec<_>>(),
+        "dns": dns,
+        "addresses": result.addresses.iter().map(|a| json!({
+            "address": a.address.to_string(),
+            "success": a.success(),
+            "reason": a.reason.as_str(),
+            "duration_seconds": a.total.as_secs_f64(),
+            "error": a.error,
+        })).collect::<Vec<_>>(),
         "error": result.error,
     })
 }
@@ -244,6 +263,12 @@ fn success_line(result: &ProbeResult) -> String {
     if !result.trace.resolved.is_empty() {
         let ips: Vec<_> = result.trace.resolved.iter().map(|ip| ip.to_string()).collect();
         let _ = write!(out, ", resolved to {}", ips.join(" "));
+    }
+    // A family that stayed silent or failed while the other answered: half of DNS is broken here.
+    for f in result.trace.dns.iter().flat_map(|d| d.families) {
+        if matches!(f.outcome, FamilyOutcome::Silent | FamilyOutcome::Error) {
+            let _ = write!(out, " ({} question {})", f.family.record(), f.outcome.as_str());
+        }
     }
     out
 }

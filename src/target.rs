@@ -237,6 +237,9 @@ pub struct Target {
     pub blocked: bool,
     /// Set on mesh probes only: the peer agent and the payload asked of it.
     pub peer: Option<Arc<PeerSpec>>,
+    /// All-address mode: probe every address the name resolves to, at most this many, each with
+    /// its own result. `None`: the first address that works.
+    pub all_addresses: Option<usize>,
 }
 
 /// Which of the two mesh probes: the identity (small), or the MTU check's transfer (large).

@@ -19,7 +19,7 @@ fn fixtures() -> PathBuf {
 const BAD: &[(&str, &str)] = &[
     (
         "unknown_field.yaml",
-        "targets[0].intreval: unknown field `intreval`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `expected`, `why` (line 7, column 5); did you mean `interval`? fix its spelling or remove it",
+        "targets[0].intreval: unknown field `intreval`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `all_addresses`, `max_addresses`, `expected`, `why` (line 7, column 5); did you mean `interval`? fix its spelling or remove it",
     ),
     (
         "malformed_yaml.yaml",
@@ -149,11 +149,23 @@ const BAD: &[(&str, &str)] = &[
         "agent.netwrok: unknown field `netwrok`, expected one of `source_cluster`, `network`, `resolver` (line 3, column 3); did you mean `network`? fix its spelling or remove it\n\
          defaults.intervall: unknown field `intervall`, expected one of `interval`, `timeout`, `body_limit` (line 5, column 3); did you mean `interval`? fix its spelling or remove it\n\
          targets[0].timeout: `5 seconds` is not a duration; write a number and a unit (ms, s, m, h, d, w, y), Prometheus-style, e.g. 500ms, 30s, 5m or 1m30s\n\
-         targets[1].adress: unknown field `adress`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `expected`, `why` (line 13, column 5); did you mean `address`? fix its spelling or remove it\n\
+         targets[1].adress: unknown field `adress`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `all_addresses`, `max_addresses`, `expected`, `why` (line 13, column 5); did you mean `address`? fix its spelling or remove it\n\
          targets[1].address: missing; tcp targets need address: host:port\n\
          targets[2].tls.ca_fil: unknown field `ca_fil`, expected one of `insecure_skip_verify`, `ca_file`, `server_name`, `cert_file`, `key_file` (line 14, column 64); did you mean `ca_file`? fix its spelling or remove it\n\
          targets[2].kind: `https` is not a probe kind; use one of tcp, tls, http, scrape, dns\n\
          targets[3].interval: invalid type: map, expected a single value (a string or a number) (line 18, column 5); give it a value of the expected type",
+    ),
+    (
+        "all_addresses_on_dns.yaml",
+        "targets[0].all_addresses: dns targets already report every address they resolve to (resolved); remove it",
+    ),
+    (
+        "max_addresses_without_all.yaml",
+        "targets[0].max_addresses: only used with all_addresses: true; set that, or remove max_addresses",
+    ),
+    (
+        "max_addresses_too_many.yaml",
+        "targets[0].max_addresses: `500` is not a number of addresses; use a whole number from 1 to 64 (each address has its own series)",
     ),
 ];
 
@@ -505,6 +517,20 @@ fn defaults_and_overrides() {
     assert_eq!(inv.targets[0].interval, Duration::from_secs(90));
     assert_eq!(inv.targets[0].timeout, Duration::from_secs(10));
     assert_eq!(inv.targets[0].http.as_ref().unwrap().body_limit, 65536);
+}
+
+#[test]
+fn all_address_mode_is_off_by_default_and_bounded_when_on() {
+    let inv = parse(
+        "agent: {source_cluster: prod}\n\
+         targets:\n\
+         - {name: a, kind: http, url: 'http://api.example.internal/'}\n\
+         - {name: b, kind: tcp, address: 'api.example.internal:443', all_addresses: true}\n\
+         - {name: c, kind: tls, address: 'api.example.internal:443', all_addresses: true, max_addresses: 2}\n",
+    )
+    .unwrap();
+    let modes: Vec<Option<usize>> = inv.targets.iter().map(|t| t.all_addresses).collect();
+    assert_eq!(modes, [None, Some(8), Some(2)]);
 }
 
 #[test]

@@ -195,6 +195,7 @@ fn context_of(inv: &Inventory) -> Result<ProbeContext, String> {
     let resolver = Resolver::new(&inv.agent.resolver).map_err(|e| e.to_string())?;
     Ok(ProbeContext {
         resolver: Arc::new(resolver),
+        pin: None,
     })
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::status::Row;
 use crate::diagnose::{instance_key, Verdict};
-use crate::probe::Phase;
+use crate::probe::{FamilyOutcome, Phase};
 use crate::report::short;
 use crate::target::AbsentTarget;
 
@@ -138,6 +138,17 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
         None => out.push_str("<td data-label=Reason>—</td><td data-label=Phases>—</td>"),
         Some(r) => {
             let since = row.since.map(|s| format!(" for {}", age(now, s))).unwrap_or_default();
+            // All-address mode: each address's reason under the target's.
+            let each: Vec<String> = r
+                .addresses
+                .iter()
+                .map(|a| format!("{} {}", a.address.ip(), a.reason.as_str()))
+                .collect();
+            let each = if each.is_empty() {
+                String::new()
+            } else {
+                format!("<div class=sub>{}</div>", esc(&each.join(" · ")))
+            };
             // A failing target gets the fleet's verdict (diagnose's words) when Prometheus gave one.
             let fleet = match verdict {
                 // A `healthy` verdict beside a failing row is older than this node's failure.
@@ -151,7 +162,7 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
             };
             let _ = write!(
                 out,
-                "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div>{fleet}</td>",
+                "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div>{each}{fleet}</td>",
                 r.reason.as_str(),
                 esc(&since),
                 esc(&crate::report::advice(t, r, crate::report::Hints::Inventory))
@@ -162,6 +173,17 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
                 .filter_map(|p| r.trace.phase(*p).map(|d| format!("{} {}", p.as_str(), short(d))))
                 .collect();
             phases.push(format!("total {}", short(r.total)));
+            if let Some(dns) = &r.trace.dns {
+                let families: Vec<String> = dns
+                    .families
+                    .iter()
+                    .map(|f| match f.outcome {
+                        FamilyOutcome::Answered => format!("{} {}", f.family.record(), short(f.took)),
+                        o => format!("{} {} {}", f.family.record(), o.as_str(), short(f.took)),
+                    })
+                    .collect();
+                phases.push(format!("dns {}", families.join(", ")));
+            }
             let _ = write!(out, "<td data-label=Phases class=num>{}</td>", esc(&phases.join(" · ")));
         }
     }

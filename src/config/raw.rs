@@ -85,6 +85,11 @@ pub struct RawTarget {
     pub expect: Option<RawExpect>,
     pub body_limit: Option<Scalar>,
     pub max_redirects: Option<Scalar>,
+    /// Probe every address the name resolves to, each with its own series (default: the first
+    /// address that works).
+    pub all_addresses: Option<bool>,
+    /// The most addresses probed in all-address mode (default 8).
+    pub max_addresses: Option<Scalar>,
     /// `false`: a documented-absent target, listed and never probed.
     pub expected: Option<bool>,
     pub why: Option<String>,

@@ -521,6 +521,7 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
             format!("only dns targets use it, this one is {kind}; remove it"),
         );
     }
+    let all_addresses = all_addresses(rt, kind, ps, d);
     if kind == Kind::Scrape {
         if let Some(m) = rt.method.as_deref() {
             if !m.trim().eq_ignore_ascii_case("GET") {
@@ -665,6 +666,7 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
             dns: dns.clone(),
             blocked,
             peer: None,
+            all_addresses,
         });
     }
     Checked::Probe(targets)
@@ -684,6 +686,12 @@ fn check_blocked(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) -> b
         );
         return false;
     }
+    if rt.all_addresses == Some(true) {
+        d.error(
+            ps.at("all_addresses"),
+            "a must-be-blocked target succeeds when no address connects; every address is already tried, remove all_addresses",
+        );
+    }
     for (field, given) in [
         ("status", expect.status.is_some()),
         ("body_regex", expect.body_regex.is_some()),
@@ -696,6 +704,50 @@ fn check_blocked(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) -> b
         }
     }
     true
+}
+
+/// The bound on addresses in all-address mode when `max_addresses` is not given.
+pub const DEFAULT_MAX_ADDRESSES: usize = 8;
+
+/// The most `max_addresses` may be: each address has its own series.
+pub const MAX_ADDRESSES_LIMIT: usize = 64;
+
+/// `all_addresses` and `max_addresses`: `None` for the default mode (the first address that
+/// works), else the most addresses to probe.
+fn all_addresses(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) -> Option<usize> {
+    let on = rt.all_addresses.unwrap_or(false);
+    if on && kind == Kind::Dns {
+        d.error(
+            ps.at("all_addresses"),
+            "dns targets already report every address they resolve to (resolved); remove it",
+        );
+        return None;
+    }
+    if !on && rt.max_addresses.is_some() {
+        d.error(
+            ps.at("max_addresses"),
+            "only used with all_addresses: true; set that, or remove max_addresses",
+        );
+        return None;
+    }
+    if !on {
+        return None;
+    }
+    let max = scalar_or(
+        d,
+        &ps.at("max_addresses"),
+        rt.max_addresses.as_ref(),
+        DEFAULT_MAX_ADDRESSES,
+        |s| {
+            match s.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_ADDRESSES_LIMIT).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{s}` is not a number of addresses; use a whole number from 1 to {MAX_ADDRESSES_LIMIT} (each address has its own series)"
+            )),
+        }
+        },
+    );
+    Some(max)
 }
 
 /// A scalar field parsed by `parse`, or `default` when absent; records the error and returns

@@ -368,6 +368,7 @@ fn target(address: SocketAddr, payload: Payload, bytes: usize, m: &MeshSettings,
             payload,
             bytes,
         })),
+        all_addresses: None,
     }
 }
 

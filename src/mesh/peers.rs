@@ -39,8 +39,9 @@ pub async fn discover(settings: &MeshSettings, port: u16, resolver: &Resolver) -
             .map(|(ip, p)| SocketAddr::new(*ip, p.unwrap_or(port)))
             .collect()),
         PeerSource::Dns(name) => {
-            let ask = resolver.lookup(name);
-            match tokio::time::timeout(settings.refresh.min(std::time::Duration::from_secs(10)), ask).await {
+            let budget = settings.refresh.min(std::time::Duration::from_secs(10));
+            let ask = resolver.lookup(name, crate::probe::Deadline::after(budget));
+            match tokio::time::timeout(budget, ask).await.map(|(_, r)| r) {
                 Ok(Ok(ips)) => {
                     let mut out: Vec<SocketAddr> = ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect();
                     out.sort();

@@ -17,7 +17,7 @@ pub mod blocked;
 mod discovery;
 mod openmetrics;
 
-use crate::probe::{Phase, ProbeResult};
+use crate::probe::{Family, FamilyOutcome, Phase, ProbeResult};
 use crate::reason::Reason;
 use crate::target::{AbsentTarget, Target};
 
@@ -60,6 +60,11 @@ impl TargetLabels {
         let v = self.values();
         [v[0], v[1], v[2], v[3], v[4], extra]
     }
+
+    fn with2<'a>(&'a self, a: &'a str, b: &'a str) -> [&'a str; 7] {
+        let v = self.values();
+        [v[0], v[1], v[2], v[3], v[4], a, b]
+    }
 }
 
 /// Who is probing: the registry's constant labels.
@@ -84,6 +89,12 @@ pub struct Exporter {
     last_probe: GaugeVec,
     expected: IntGaugeVec,
     skipped: IntCounterVec,
+    dns_lookups: IntCounterVec,
+    address_success: IntGaugeVec,
+    address_failure_reason: IntGaugeVec,
+    /// All-address mode: each target's addresses of the latest probe and their reasons, so the
+    /// series of an address that is gone, or of an old reason, can be removed.
+    last_addresses: Mutex<HashMap<TargetLabels, HashMap<String, Reason>>>,
     /// Reload outcomes.
     pub config_reloads: IntCounterVec,
     pub config_last_reload_successful: Gauge,
@@ -197,6 +208,34 @@ impl Exporter {
             t,
         )
         .unwrap();
+        let dns_lookups = IntCounterVec::new(
+            opts(
+                "pathprobe_dns_lookups_total",
+                "Name lookups of probed targets, by address family (ipv4: A, ipv6: AAAA) and what that family's question got.",
+            ),
+            &["family", "outcome"],
+        )
+        .unwrap();
+        let address_success = IntGaugeVec::new(
+            opts(
+                "pathprobe_address_success",
+                "All-address mode: 1 if the latest probe of this address of the target succeeded, else 0.",
+            ),
+            &with("address"),
+        )
+        .unwrap();
+        let address_failure_reason = IntGaugeVec::new(
+            opts(
+                "pathprobe_address_failure_reason",
+                "All-address mode: always 1; the reason label is the latest probe's reason for this address (none on success).",
+            ),
+            &{
+                let mut v = with("address");
+                v.push("reason");
+                v
+            },
+        )
+        .unwrap();
         let config_reloads = IntCounterVec::new(
             opts("pathprobe_config_reloads_total", "Inventory reloads, by result."),
             &["result"],
@@ -227,7 +266,10 @@ impl Exporter {
                 option_env!("PATHPROBE_REVISION").unwrap_or("unknown"),
             ])
             .set(1);
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+            Box::new(dns_lookups.clone()),
+            Box::new(address_success.clone()),
+            Box::new(address_failure_reason.clone()),
             Box::new(success.clone()),
             Box::new(duration.clone()),
             Box::new(probe_duration.clone()),
@@ -252,6 +294,11 @@ impl Exporter {
         for result in ["success", "failure"] {
             config_reloads.with_label_values(&[result]);
         }
+        for family in Family::ALL {
+            for outcome in FamilyOutcome::ALL {
+                dns_lookups.with_label_values(&[family.as_str(), outcome.as_str()]);
+            }
+        }
         Exporter {
             registry,
             success,
@@ -265,6 +312,10 @@ impl Exporter {
             last_probe,
             expected,
             skipped,
+            dns_lookups,
+            address_success,
+            address_failure_reason,
+            last_addresses: Mutex::new(HashMap::new()),
             config_reloads,
             config_last_reload_successful,
             scheduler_lag,
@@ -315,6 +366,16 @@ impl Exporter {
             self.failures.with_label_values(&l.with(result.reason.as_str())).inc();
         }
         self.set_reason(&l, result.reason);
+        if target.all_addresses.is_some() {
+            self.set_addresses(&l, result);
+        }
+        if let Some(dns) = &result.trace.dns {
+            for f in &dns.families {
+                self.dns_lookups
+                    .with_label_values(&[f.family.as_str(), f.outcome.as_str()])
+                    .inc();
+            }
+        }
         self.http_status
             .with_label_values(&v)
             .set(i64::from(result.trace.http_status.unwrap_or(0)));
@@ -341,6 +402,43 @@ impl Exporter {
             }
         }
         self.failure_reason.with_label_values(&l.with(reason.as_str())).set(1);
+    }
+
+    /// All-address mode: one success and one reason series per address of the latest probe.
+    /// Addresses no longer resolved lose their series (all of them while the lookup fails: a
+    /// stale "up" for an address nobody can find would mislead).
+    fn set_addresses(&self, l: &TargetLabels, result: &ProbeResult) {
+        let now: HashMap<String, Reason> = result
+            .addresses
+            .iter()
+            .map(|a| (a.address.ip().to_string(), a.reason))
+            .collect();
+        let mut last = self.last_addresses.lock().expect("not poisoned");
+        let before = last.insert(l.clone(), now.clone()).unwrap_or_default();
+        for (address, old) in &before {
+            match now.get(address) {
+                Some(reason) if reason == old => {}
+                Some(_) => {
+                    let _ = self
+                        .address_failure_reason
+                        .remove_label_values(&l.with2(address, old.as_str()));
+                }
+                None => {
+                    let _ = self.address_success.remove_label_values(&l.with(address));
+                    let _ = self
+                        .address_failure_reason
+                        .remove_label_values(&l.with2(address, old.as_str()));
+                }
+            }
+        }
+        for (address, reason) in &now {
+            self.address_success
+                .with_label_values(&l.with(address))
+                .set(i64::from(*reason == Reason::None));
+            self.address_failure_reason
+                .with_label_values(&l.with2(address, reason.as_str()))
+                .set(1);
+        }
     }
 
     /// Counts a probe not started because the previous one still ran.
@@ -370,6 +468,13 @@ impl Exporter {
             let _ = self.failure_reason.remove_label_values(&labels.with(reason.as_str()));
         }
         self.last_reason.lock().expect("not poisoned").remove(labels);
+        let addresses = self.last_addresses.lock().expect("not poisoned").remove(labels);
+        for (address, reason) in addresses.unwrap_or_default() {
+            let _ = self.address_success.remove_label_values(&labels.with(&address));
+            let _ = self
+                .address_failure_reason
+                .remove_label_values(&labels.with2(&address, reason.as_str()));
+        }
         self.extra.forget(labels);
     }
 
@@ -430,6 +535,7 @@ mod tests {
             total: std::time::Duration::from_millis(3),
             error: None,
             finished_at: std::time::SystemTime::now(),
+            addresses: Vec::new(),
         }
     }
 
@@ -452,6 +558,69 @@ mod tests {
         assert!(reasons[0].contains("reason=\"none\"") && reasons[0].ends_with(" 1"));
         let failures = series(&text, "pathprobe_failures_total{");
         assert_eq!(failures.len(), 2, "one counter per reason seen: {failures:?}");
+    }
+
+    #[test]
+    fn each_family_of_a_name_lookup_is_counted_by_outcome_without_target_labels() {
+        use crate::probe::{DnsLookup, FamilyLookup};
+        let (e, t) = exporter_with_results();
+        let mut r = result(Reason::None);
+        let family = |family, outcome| FamilyLookup {
+            family,
+            outcome,
+            took: std::time::Duration::from_millis(1),
+        };
+        r.trace.dns = Some(DnsLookup {
+            families: [
+                family(Family::V4, FamilyOutcome::Answered),
+                family(Family::V6, FamilyOutcome::Silent),
+            ],
+        });
+        e.observe(&t[0], &r);
+        e.observe(&t[1], &r);
+        let text = e.render();
+        let lookups = series(&text, "pathprobe_dns_lookups_total{");
+        assert_eq!(
+            lookups.len(),
+            10,
+            "every family and outcome from the start: {lookups:?}"
+        );
+        let value = |family: &str, outcome: &str| {
+            let line = lookups
+                .iter()
+                .find(|l| l.contains(&format!("family=\"{family}\"")) && l.contains(&format!("outcome=\"{outcome}\"")))
+                .unwrap();
+            assert!(!line.contains("target="), "{line}");
+            line.rsplit(' ').next().unwrap().to_string()
+        };
+        assert_eq!(value("ipv4", "answered"), "2");
+        assert_eq!(value("ipv6", "silent"), "2");
+        assert_eq!(value("ipv6", "answered"), "0");
+    }
+
+    #[test]
+    fn all_address_series_follow_the_addresses_of_the_latest_probe() {
+        use crate::probe::AddressResult;
+        let (e, mut t) = exporter_with_results();
+        t[0].all_addresses = Some(8);
+        let at = |ip: &str, reason| AddressResult {
+            address: format!("{ip}:1").parse().unwrap(),
+            reason,
+            total: std::time::Duration::from_millis(1),
+            error: None,
+        };
+        let mut r = result(Reason::ConnectRefused);
+        r.addresses = vec![at("10.0.0.1", Reason::None), at("10.0.0.2", Reason::ConnectRefused)];
+        e.observe(&t[0], &r);
+        r.addresses = vec![at("10.0.0.1", Reason::ConnectTimeout)];
+        e.observe(&t[0], &r);
+        let text = e.render();
+        assert!(!text.contains("10.0.0.2"), "a gone address loses its series: {text}");
+        let reasons = series(&text, "pathprobe_address_failure_reason{");
+        assert_eq!(reasons.len(), 1, "one reason per address: {reasons:?}");
+        assert!(reasons[0].contains("reason=\"connect_timeout\""));
+        e.forget(&TargetLabels::of(&t[0]));
+        assert!(!e.render().contains("address=\""), "forgotten whole");
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! turns the two into a [`ProbeResult`], classifying the error through `reason::classify`.
 //! Every phase runs under the probe's one [`Deadline`], so a probe never outlives its timeout.
 
+pub mod all_addresses;
 pub mod dns;
 pub mod http;
 pub mod mesh;
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 use crate::reason::{classify, Reason};
 use crate::target::{Kind, Target};
 
-pub use resolve::Resolver;
+pub use resolve::{DnsLookup, Family, FamilyLookup, FamilyOutcome, Resolver};
 
 /// A phase of a probe, as the `phase` label names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -89,8 +90,10 @@ pub struct Trace {
     pub phases: Vec<(Phase, Duration)>,
     /// The address actually connected to (the first of the resolved ones that worked).
     pub address: Option<SocketAddr>,
-    /// Addresses a `dns` probe got back.
+    /// Every address the target's name resolved to (empty for a literal address).
     pub resolved: Vec<IpAddr>,
+    /// How the target's name lookup went, family by family (`None` for a literal address).
+    pub dns: Option<DnsLookup>,
     pub http_status: Option<u16>,
     pub tls: Option<TlsFacts>,
     /// Samples in a scrape body.
@@ -262,6 +265,19 @@ pub enum ProbeError {
 #[derive(Clone)]
 pub struct ProbeContext {
     pub resolver: Arc<Resolver>,
+    /// All-address mode: this host name "resolves" to just this address, so each address of a
+    /// name is probed through the same code as the default mode.
+    pub pin: Option<(String, IpAddr)>,
+}
+
+impl ProbeContext {
+    /// A context resolving through `resolver`.
+    pub fn new(resolver: Resolver) -> ProbeContext {
+        ProbeContext {
+            resolver: Arc::new(resolver),
+            pin: None,
+        }
+    }
 }
 
 /// The outcome of one probe.
@@ -275,6 +291,8 @@ pub struct ProbeResult {
     pub error: Option<String>,
     /// When the probe finished.
     pub finished_at: SystemTime,
+    /// All-address mode: each address's own outcome, in the resolver's order (empty otherwise).
+    pub addresses: Vec<AddressResult>,
 }
 
 impl ProbeResult {
@@ -283,38 +301,64 @@ impl ProbeResult {
     }
 }
 
+/// One address's outcome in all-address mode.
+#[derive(Debug, Clone)]
+pub struct AddressResult {
+    pub address: SocketAddr,
+    pub reason: Reason,
+    /// From the probe's start (the shared lookup included) to this address's end.
+    pub total: Duration,
+    pub error: Option<String>,
+}
+
+impl AddressResult {
+    pub fn success(&self) -> bool {
+        self.reason == Reason::None
+    }
+}
+
 /// Probes a target once.
 pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
+    if let Some(max) = target.all_addresses {
+        return all_addresses::probe(target, ctx, max).await;
+    }
     let start = Instant::now();
     let deadline = Deadline::after(target.timeout);
     let mut trace = Trace::default();
+    let outcome = run(target, ctx, &mut trace, deadline).await;
+    finish(target, trace, start, outcome)
+}
+
+/// Runs the target's kind under the deadline.
+async fn run(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
     let run = async {
         if target.blocked {
-            return blocked(target, ctx, &mut trace, deadline).await;
+            return blocked(target, ctx, trace, deadline).await;
         }
         if let Some(peer) = &target.peer {
-            return mesh::probe(target, peer, ctx, &mut trace, deadline).await;
+            return mesh::probe(target, peer, ctx, trace, deadline).await;
         }
         match target.kind {
-            Kind::Tcp => tcp::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Tls => tls::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Http => http::probe(target, ctx, &mut trace, deadline).await.map(|_| ()),
-            Kind::Scrape => scrape::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Dns => dns::probe(target, ctx, &mut trace, deadline).await,
+            Kind::Tcp => tcp::probe(target, ctx, trace, deadline).await,
+            Kind::Tls => tls::probe(target, ctx, trace, deadline).await,
+            Kind::Http => http::probe(target, ctx, trace, deadline).await.map(|_| ()),
+            Kind::Scrape => scrape::probe(target, ctx, trace, deadline).await,
+            Kind::Dns => dns::probe(target, ctx, trace, deadline).await,
         }
     };
     // Each phase already runs under the deadline; this outer bound is the backstop.
-    let outcome = match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), run).await {
+    match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), run).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout {
             phase: Phase::Total,
             after: target.timeout,
         }),
-    };
-    let (reason, error) = match &outcome {
-        Ok(()) => (Reason::None, None),
-        Err(e) => (classify(e), Some(error_chain(e))),
-    };
+    }
+}
+
+/// The result of a run: its reason (through `classify`) and error text.
+fn finish(target: &Target, trace: Trace, start: Instant, outcome: Result<(), ProbeError>) -> ProbeResult {
+    let (reason, error) = judge(&outcome);
     ProbeResult {
         kind: target.kind,
         reason,
@@ -322,6 +366,14 @@ pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
         total: start.elapsed(),
         error,
         finished_at: SystemTime::now(),
+        addresses: Vec::new(),
+    }
+}
+
+fn judge(outcome: &Result<(), ProbeError>) -> (Reason, Option<String>) {
+    match outcome {
+        Ok(()) => (Reason::None, None),
+        Err(e) => (classify(e), Some(error_chain(e))),
     }
 }
 
