@@ -118,6 +118,7 @@ pub fn parse(arg: &str, opts: &AdhocOptions) -> Result<Vec<Target>, ConfigErrors
                 status: opts.expect_status.as_deref().map(|s| OneOrMany(vec![Scalar::from(s)])),
                 body_regex: opts.body_regex.clone(),
                 addresses: None,
+                blocked: None,
             });
         }
     }

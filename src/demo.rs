@@ -260,6 +260,7 @@ pub async fn run(once: bool, listen: SocketAddr, node: String) -> anyhow::Result
         drain_grace: Duration::from_secs(3),
         source_cluster: None,
         network: None,
+        mesh_dns: None,
     };
     agent::run_on(listener, opts).await?;
     Ok(())

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod diagnose;
 pub mod discovery;
 pub mod exposition;
+pub mod mesh;
 pub mod metrics;
 pub mod probe;
 pub mod promapi;

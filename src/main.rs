@@ -83,6 +83,10 @@ struct RunArgs {
     /// Overrides the inventory's agent.network (the `network` label): host or pod.
     #[arg(long, env = "PATHPROBE_NETWORK", value_parser = ["host", "pod"])]
     network: Option<String>,
+    /// Overrides the inventory's mesh.peers with this headless Service name (each DaemonSet
+    /// meshes with its own kind: one inventory, two Services).
+    #[arg(long, env = "PATHPROBE_MESH_DNS")]
+    mesh_dns: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -243,6 +247,7 @@ async fn run(args: RunArgs) -> ExitCode {
         network: args
             .network
             .map(|n| if n == "pod" { Network::Pod } else { Network::Host }),
+        mesh_dns: args.mesh_dns.filter(|s| !s.is_empty()),
     };
     let json = args.log_format == "json";
     match agent::run(opts).await {

@@ -33,11 +33,13 @@ pub enum Reason {
     BodyMismatch,
     BodyTooLarge,
     ScrapeInvalid,
+    /// A must-be-blocked target (`expect: { blocked: true }`) accepted the connection.
+    UnexpectedlyReachable,
 }
 
 impl Reason {
     /// Every reason, in the contract's order.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::None,
         Reason::DnsNxdomain,
         Reason::DnsTimeout,
@@ -59,6 +61,7 @@ impl Reason {
         Reason::BodyMismatch,
         Reason::BodyTooLarge,
         Reason::ScrapeInvalid,
+        Reason::UnexpectedlyReachable,
     ];
 
     /// The `reason` label value.
@@ -85,6 +88,7 @@ impl Reason {
             Reason::BodyMismatch => "body_mismatch",
             Reason::BodyTooLarge => "body_too_large",
             Reason::ScrapeInvalid => "scrape_invalid",
+            Reason::UnexpectedlyReachable => "unexpectedly_reachable",
         }
     }
 
@@ -112,6 +116,7 @@ impl Reason {
             Reason::BodyMismatch => "the target answers, but not with the expected content",
             Reason::BodyTooLarge => "raise body_limit if the target is right to be this large",
             Reason::ScrapeInvalid => "Prometheus would fail this scrape too — a broken exporter, or not a metrics endpoint",
+            Reason::UnexpectedlyReachable => "a target that must be blocked accepted the connection — a missing or changed firewall rule or NetworkPolicy",
         }
     }
 }
@@ -153,9 +158,10 @@ pub fn classify(err: &ProbeError) -> Reason {
             tracing::warn!(error = %e, "a request could not be built from a validated target");
             Reason::HttpProtocol
         }
-        ProbeError::BodyMismatch { .. } => Reason::BodyMismatch,
+        ProbeError::BodyMismatch { .. } | ProbeError::NotAnAgent(_) => Reason::BodyMismatch,
         ProbeError::BodyTooLarge { .. } => Reason::BodyTooLarge,
         ProbeError::ScrapeInvalid { .. } => Reason::ScrapeInvalid,
+        ProbeError::UnexpectedlyReachable { .. } => Reason::UnexpectedlyReachable,
     }
 }
 
@@ -274,7 +280,7 @@ mod tests {
             assert!(seen.insert(r.as_str()), "duplicate {r}");
             assert!(r.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         }
-        assert_eq!(seen.len(), 21);
+        assert_eq!(seen.len(), 22);
     }
 
     #[test]

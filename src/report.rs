@@ -170,7 +170,9 @@ pub fn verdict(target: &Target, result: &ProbeResult, hints: Hints) -> String {
     let status = result.trace.http_status.unwrap_or(0);
     let detail = result.error.as_deref().unwrap_or("");
     let headline = match result.reason {
+        Reason::None if target.blocked => return format!("blocked as expected: no connection to {host}"),
         Reason::None => return success_line(result),
+        Reason::UnexpectedlyReachable => format!("connected to {addr}, which must be blocked"),
         Reason::DnsNxdomain | Reason::DnsError => format!("lookup of {host} failed"),
         Reason::DnsTimeout => format!("lookup of {host} timed out after {t}"),
         Reason::ConnectRefused => format!("connection to {addr} refused"),

@@ -25,6 +25,16 @@ use tokio::net::TcpListener;
 /// Answers a GET by path.
 pub trait Routes: Send + Sync + 'static {
     fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>>;
+
+    /// Answers a GET that may carry a query (`/mesh?bytes=N`); by default the query is ignored.
+    fn respond_query(
+        &self,
+        path: &str,
+        _query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> http::Response<Full<Bytes>> {
+        self.respond(path, headers)
+    }
 }
 
 /// What one client may cost the endpoint.
@@ -138,11 +148,12 @@ where
             }
             // Rendering thousands of targets' series is CPU work of a second or more: off the
             // runtime's workers, so probes keep their schedule while Prometheus scrapes.
-            let path = req.uri().path().to_string();
             let (parts, _body) = req.into_parts();
-            let resp = tokio::task::spawn_blocking(move || routes.respond(&path, &parts.headers))
-                .await
-                .unwrap_or_else(|_| text(500, "rendering the response failed\n"));
+            let resp = tokio::task::spawn_blocking(move || {
+                routes.respond_query(parts.uri.path(), parts.uri.query(), &parts.headers)
+            })
+            .await
+            .unwrap_or_else(|_| text(500, "rendering the response failed\n"));
             Ok::<_, Infallible>(resp)
         }
     });

@@ -47,7 +47,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
             for t in p["targets"].as_array().cloned().unwrap_or_default() {
                 if let Some(expr) = t["expr"].as_str() {
                     let mut e = expr.to_string();
-                    for var in ["$cluster", "$job", "$node", "$target", "$instance"] {
+                    for var in ["$cluster", "$job", "$node", "$target", "$instance", "$network"] {
                         e = e.replace(var, ".*");
                     }
                     e = e
@@ -109,7 +109,7 @@ fn the_shipped_rules_and_dashboards_work_against_agents_on_separate_nodes() {
     let inventory = c.write(
         "inventory.yaml",
         &format!(
-            "agent: {{ source_cluster: inventory-default, network: pod }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n  - {{ name: exporter, job: exporter, kind: scrape, url: \"http://{SRV}:8080/metrics\" }}\n  - {{ name: web-tls, job: web, kind: tls, address: \"{SRV}:8443\", tls: {{ ca_file: ca.pem }} }}\n  - {{ name: legacy, job: legacy, kind: tcp, address: \"{SRV}:9\" }}\n  - {{ name: kube-scheduler, job: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\n"
+            "agent: {{ source_cluster: inventory-default, network: pod }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n  - {{ name: exporter, job: exporter, kind: scrape, url: \"http://{SRV}:8080/metrics\" }}\n  - {{ name: web-tls, job: web, kind: tls, address: \"{SRV}:8443\", tls: {{ ca_file: ca.pem }} }}\n  - {{ name: legacy, job: legacy, kind: tcp, address: \"{SRV}:9\" }}\n  - {{ name: kube-scheduler, job: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\nmesh: {{ peers: {{ static: [\"10.77.0.11:9807\", \"10.77.0.12:9807\"] }}, interval: 1s, timeout: 500ms }}\n"
         ),
     );
     let bin = env!("CARGO_BIN_EXE_pathprobe");

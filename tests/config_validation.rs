@@ -829,13 +829,15 @@ fn inventory_fields() -> Vec<String> {
         ("targets[].expect.", fields_of::<RawExpect>()),
         ("discovery.", fields_of::<RawDiscovery>()),
         ("discovery.prometheus.", fields_of::<RawPrometheusDiscovery>()),
+        ("mesh.", fields_of::<pathprobe::mesh::config::RawMesh>()),
+        ("mesh.peers.", fields_of::<pathprobe::mesh::config::RawPeers>()),
     ];
     let mut out = Vec::new();
     for (prefix, fields) in sections {
         for f in fields {
             let path = format!("{prefix}{f}");
             // The sections themselves are documented by their own headings.
-            if !["agent", "defaults", "targets", "discovery"].contains(&path.as_str()) {
+            if !["agent", "defaults", "targets", "discovery", "mesh"].contains(&path.as_str()) {
                 out.push(path);
             }
         }
@@ -859,7 +861,7 @@ fn the_inventory_reference_documents_every_field_and_only_real_ones() {
         .filter_map(|l| l.split_once('`'))
         .map(|(path, _)| path.to_string())
         .filter(|p| {
-            ["agent.", "defaults.", "targets[].", "discovery."]
+            ["agent.", "defaults.", "targets[].", "discovery.", "mesh."]
                 .iter()
                 .any(|s| p.starts_with(s))
         })
@@ -916,7 +918,7 @@ fn the_inventory_reference_example_validates() {
         fs::write(p, text).unwrap();
     }
     let inv = config::parse(yaml, dir.path()).unwrap_or_else(|e| panic!("the example is invalid:\n{e}"));
-    assert_eq!(inv.targets.len(), 4 + 5);
+    assert_eq!(inv.targets.len(), 4 + 6);
     assert_eq!(inv.absent.len(), 1);
     // Every field of the code is used by the example.
     for field in inventory_fields() {

@@ -20,6 +20,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::config::{self, ConfigErrors};
 use crate::diagnose::Verdict;
 use crate::discovery::{self, Refresh};
+use crate::mesh::{self, Mesh};
 use crate::metrics::{Exporter, Source, TargetLabels};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::schedule::{self, BoxFuture, Hooks, Scheduler};
@@ -44,6 +45,8 @@ pub struct Options {
     pub source_cluster: Option<String>,
     /// Overrides `agent.network` (one inventory shared by the host and pod DaemonSets).
     pub network: Option<crate::target::Network>,
+    /// Overrides `mesh.peers` with a DNS name, when the inventory has a mesh.
+    pub mesh_dns: Option<String>,
 }
 
 impl Options {
@@ -55,6 +58,18 @@ impl Options {
         }
         if let Some(network) = self.network {
             loaded.inventory.agent.network = network;
+        }
+        if let (Some(name), Some(m)) = (&self.mesh_dns, &loaded.inventory.mesh) {
+            let Some(name) = mesh::config::dns_name(name) else {
+                return Err(config::ConfigError::new(
+                    "--mesh-dns",
+                    format!("`{name}` is not a DNS name; give the headless Service's name, e.g. pathprobe-pod.pathprobe.svc.cluster.local"),
+                )
+                .into());
+            };
+            let mut m = (**m).clone();
+            m.peers = mesh::config::PeerSource::Dns(name);
+            loaded.inventory.mesh = Some(Arc::new(m));
         }
         Ok(loaded)
     }
@@ -87,11 +102,41 @@ struct Shared {
     rejected: RwLock<Option<(SystemTime, String)>>,
     /// The fleet's verdicts by (job, instance key), from Prometheus when discovery is on.
     verdicts: RwLock<std::collections::HashMap<(String, String), Verdict>>,
+    /// The node mesh: peers, their latest results, the names learned.
+    mesh: Mesh,
+    /// The must-be-blocked targets, for `pathprobe_target_expect_blocked`.
+    blocked: crate::metrics::blocked::Blocked,
 }
 
 impl Shared {
     fn exporter(&self) -> Arc<Exporter> {
         self.exporter.read().expect("not poisoned").clone()
+    }
+
+    /// This agent as `/mesh` names it, in its current state.
+    fn identity(&self) -> crate::probe::mesh::Identity {
+        let source = self.source.read().expect("not poisoned").clone();
+        let state = if self.draining.load(Ordering::Acquire) {
+            "draining"
+        } else if self.ready.load(Ordering::Acquire) {
+            "ready"
+        } else {
+            "starting"
+        };
+        crate::probe::mesh::Identity {
+            node: source.node,
+            source_cluster: source.cluster,
+            network: source.network,
+            state: state.to_string(),
+            peers: Default::default(),
+        }
+    }
+
+    /// Everything the scheduler runs: the inventory's targets and the mesh's probes.
+    fn scheduled(&self, inv: &Inventory) -> Vec<Target> {
+        let mut all = inv.targets.clone();
+        all.extend(self.mesh.targets(&inv.agent.source_cluster));
+        all
     }
 }
 
@@ -118,6 +163,10 @@ impl Hooks for AgentHooks {
     }
 
     fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
+        if let (Some(peer), Some(result)) = (&target.peer, &outcome) {
+            self.0.mesh.record(peer, result, &self.0.identity());
+            return;
+        }
         if let Some(result) = outcome {
             self.0.exporter().observe(target, &result);
             self.0.status.record(target, &result);
@@ -125,6 +174,10 @@ impl Hooks for AgentHooks {
     }
 
     fn skipped(&self, target: &Target) {
+        if target.peer.is_some() {
+            tracing::debug!(peer = %target.instance, "previous mesh probe still running; tick skipped");
+            return;
+        }
         tracing::debug!(target = %target.name, instance = %target.instance, "previous probe still running; tick skipped");
         self.0.exporter().skipped(target);
     }
@@ -204,7 +257,11 @@ async fn serve_inventory(
         draining: AtomicBool::new(false),
         rejected: RwLock::new(None),
         verdicts: RwLock::new(Default::default()),
+        mesh: Mesh::new(local),
+        blocked: Default::default(),
     });
+    shared.blocked.set(&inventory.targets);
+    shared.mesh.set_settings(inventory.mesh.clone());
     shared.exporter().set_discovery(inventory.discovery.is_some());
     shared.status.set_inventory(&inventory.targets, &inventory.absent);
 
@@ -226,9 +283,11 @@ async fn serve_inventory(
     let mut scheduler = Scheduler::new(Arc::new(AgentHooks(shared.clone())), opts.schedule);
     let mut watch = reload::Watch::new(&opts.config, &inventory);
     let mut current = inventory;
-    scheduler.apply(current.targets.clone());
+    scheduler.apply(shared.scheduled(&current));
     let mut disc = Discovered::new();
     disc.restart(&shared, &current);
+    let mut meshed = Meshed::new();
+    meshed.restart(&shared, &current);
     shared.ready.store(true, Ordering::Release);
 
     let mut poll = tokio::time::interval(opts.reload_poll);
@@ -240,13 +299,17 @@ async fn serve_inventory(
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the inventory");
                 watch.forget();
-                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc);
+                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc, &mut meshed);
             }
             _ = poll.tick() => {
-                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc);
+                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc, &mut meshed);
                 shared.status.flush_log();
             }
             Some(refresh) = disc.rx.recv() => disc.refreshed(refresh, &shared, &mut scheduler, &current),
+            Some(refresh) = meshed.rx.recv() => {
+                let merged = disc.merge(&current);
+                meshed.refreshed(refresh, &shared, &mut scheduler, &merged);
+            }
         }
     }
 
@@ -273,6 +336,7 @@ fn reload_if_changed(
     current: &mut Inventory,
     opts: &Options,
     disc: &mut Discovered,
+    meshed: &mut Meshed,
 ) {
     if !watch.changed() && watch.last_failure.is_none() {
         return;
@@ -288,13 +352,26 @@ fn reload_if_changed(
         } else {
             next.clone()
         };
-        apply(shared, scheduler, &before, &after)?;
+        let mesh_before = shared.mesh.settings();
+        if mesh_before != next.mesh {
+            shared.mesh.set_settings(next.mesh.clone());
+        }
+        if let Err(e) = apply(shared, scheduler, &before, &after) {
+            if shared.mesh.settings() != mesh_before {
+                shared.mesh.set_settings(mesh_before);
+            }
+            return Err(e);
+        }
         Ok(next)
     });
     let exporter = shared.exporter();
     match outcome {
         Ok(next) => {
             watch.loaded(&next);
+            // A new resolver (agent.resolver) reaches the peer-list task only through a restart.
+            if meshed.settings != next.mesh || current.agent.resolver != next.agent.resolver {
+                meshed.restart(shared, &next);
+            }
             *current = next;
             disc.restart(shared, current);
             exporter.config_reloads.with_label_values(&["success"]).inc();
@@ -346,7 +423,8 @@ fn apply(
     *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
     shared.exporter().set_discovery(next.discovery.is_some());
     shared.status.set_inventory(&next.targets, &next.absent);
-    let applied = scheduler.apply(next.targets.clone());
+    let applied = scheduler.apply(shared.scheduled(next));
+    shared.blocked.set(&next.targets);
     if same_source {
         // Forget first, then declare: a target that became documented-absent under the same
         // identity keeps its `pathprobe_target_expected 0`.
@@ -493,16 +571,106 @@ impl Discovered {
     }
 }
 
+/// The mesh as the control loop sees it: the peer-list task and what it already logged.
+struct Meshed {
+    runner: Option<mesh::peers::Runner>,
+    /// From the current task only.
+    rx: tokio::sync::mpsc::Receiver<mesh::peers::Refresh>,
+    /// The settings the task runs with.
+    settings: Option<Arc<mesh::MeshSettings>>,
+    last_failure: Option<String>,
+}
+
+impl Meshed {
+    fn new() -> Meshed {
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        Meshed {
+            runner: None,
+            rx,
+            settings: None,
+            last_failure: None,
+        }
+    }
+
+    /// (Re)starts reading the peer list with the inventory's settings; stops without a mesh.
+    /// The peers already known keep being probed until the new task answers.
+    fn restart(&mut self, shared: &Arc<Shared>, inv: &Inventory) {
+        self.runner = None;
+        self.settings = inv.mesh.clone();
+        let Some(settings) = inv.mesh.clone() else { return };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        self.rx = rx;
+        let resolver = shared.ctx.read().expect("not poisoned").resolver.clone();
+        let port = shared.mesh.default_port(&settings);
+        self.runner = Some(mesh::peers::Runner::spawn(settings, port, resolver, tx));
+    }
+
+    /// Takes one refresh: a new peer list reschedules the mesh probes; a failure keeps the last.
+    fn refreshed(
+        &mut self,
+        refresh: mesh::peers::Refresh,
+        shared: &Arc<Shared>,
+        scheduler: &mut Scheduler<AgentHooks>,
+        merged: &Inventory,
+    ) {
+        if self.runner.is_none() {
+            return;
+        }
+        match refresh {
+            mesh::peers::Refresh::Failed(error) => {
+                shared.mesh.refresh_failed();
+                if self.last_failure.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(error = %error, "reading the mesh peers failed; the last peer list keeps being probed");
+                    self.last_failure = Some(error);
+                }
+            }
+            mesh::peers::Refresh::Peers(peers) => {
+                if self.last_failure.take().is_some() {
+                    tracing::info!(peers = peers.len(), "mesh peers read again");
+                }
+                if peers.is_empty() {
+                    tracing::warn!("the mesh peer list is empty; no peer is probed until agents appear");
+                }
+                shared.mesh.set_peers(peers);
+                scheduler.apply(shared.scheduled(merged));
+            }
+        }
+    }
+}
+
 /// The agent's HTTP endpoint.
 struct Routes(Arc<Shared>);
 
 impl serve::Routes for Routes {
+    fn respond_query(&self, path: &str, query: Option<&str>, headers: &http::HeaderMap) -> http::Response<Full<Bytes>> {
+        if path != "/mesh" {
+            return self.respond(path, headers);
+        }
+        let bytes = match mesh_bytes(query) {
+            Ok(b) => b,
+            Err(msg) => return serve::text(400, msg),
+        };
+        let me = self.0.identity();
+        let status = if me.away() { 503 } else { 200 };
+        serve::with_type(status, "application/json", self.0.mesh.answer(&me, bytes))
+    }
+
     fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>> {
         let s = &self.0;
         match path {
             "/metrics" => {
                 let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
-                let (content_type, body) = s.exporter().render_for(accept);
+                let (content_type, mut body) = s.exporter().render_for(accept);
+                let source = s.source.read().expect("not poisoned").clone();
+                let mut extra = String::new();
+                s.mesh
+                    .write_refreshes(&mut extra, &source, content_type.starts_with("application/openmetrics"));
+                s.mesh.write_metrics(&mut extra, &source);
+                s.blocked.write(&mut extra, &source);
+                match body.rfind("# EOF") {
+                    Some(i) => body.insert_str(i, &extra),
+                    None => body.push_str(&extra),
+                }
                 serve::with_type(200, content_type, body)
             }
             "/healthz" => serve::text(200, "ok\n"),
@@ -538,7 +706,24 @@ impl serve::Routes for Routes {
                     ),
                 )
             }
-            _ => serve::text(404, "not found; try /metrics, /healthz, /readyz or /\n"),
+            "/mesh" => self.respond_query(path, None, headers),
+            _ => serve::text(404, "not found; try /metrics, /healthz, /readyz, /mesh or /\n"),
         }
+    }
+}
+
+/// `?bytes=N` of a `/mesh` request: `None` without it, an error over the cap or unreadable.
+fn mesh_bytes(query: Option<&str>) -> Result<Option<usize>, String> {
+    let Some(q) = query else { return Ok(None) };
+    let Some(value) = q.split('&').find_map(|kv| kv.strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    match value.parse::<usize>() {
+        Ok(n) if n <= crate::probe::mesh::MAX_PAYLOAD => Ok(Some(n)),
+        Ok(n) => Err(format!(
+            "bytes={n} is over the cap; ask for at most {} bytes\n",
+            crate::probe::mesh::MAX_PAYLOAD
+        )),
+        Err(_) => Err("bytes must be a whole number of bytes, e.g. /mesh?bytes=8192\n".to_string()),
     }
 }

@@ -16,6 +16,7 @@ pub struct RawConfig {
     pub defaults: Option<RawDefaults>,
     pub targets: Option<Vec<RawTarget>>,
     pub discovery: Option<RawDiscovery>,
+    pub mesh: Option<crate::mesh::config::RawMesh>,
 }
 
 /// `discovery:`
@@ -122,6 +123,8 @@ pub struct RawExpect {
     pub body_regex: Option<String>,
     /// `dns` only: at least one of these must be answered.
     pub addresses: Option<Vec<String>>,
+    /// A must-be-blocked target: success is the connection failing.
+    pub blocked: Option<bool>,
 }
 
 /// A YAML scalar kept as text, whatever YAML typed it as (`30`, `30s`, `true`), so that

@@ -157,9 +157,10 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         absent: Vec::new(),
         files: Vec::new(),
         discovery: None,
+        mesh: None,
     };
     let raw_targets = raw.targets.as_deref().unwrap_or_default();
-    if raw_targets.is_empty() && raw.discovery.is_none() {
+    if raw_targets.is_empty() && raw.discovery.is_none() && raw.mesh.is_none() {
         d.warn("targets", "none listed; the agent will probe nothing");
     }
     // (name, instance) → index of the target that first had it.
@@ -213,6 +214,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
     }
 
     inventory.discovery = crate::discovery::config::check(raw.discovery.as_ref(), &ctx, &mut d);
+    inventory.mesh = crate::mesh::config::check(raw.mesh.as_ref(), &mut d);
 
     if d.errors.is_empty() {
         inventory.files = ctx.files.take().into_iter().collect();
@@ -649,6 +651,8 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
         }
     }
 
+    let blocked = check_blocked(rt, kind, ps, d);
+
     if d.errors.len() > errors_before {
         return Checked::Failed;
     }
@@ -701,10 +705,46 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
             tls,
             http,
             dns: dns.clone(),
+            blocked,
+            peer: None,
             all_addresses,
         });
     }
     Checked::Probe(targets)
+}
+
+/// `expect.blocked`: allowed where there is a connection to refuse; nothing about an answer can
+/// be expected of a target that must not answer.
+fn check_blocked(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) -> bool {
+    let Some(expect) = &rt.expect else { return false };
+    if expect.blocked != Some(true) {
+        return false;
+    }
+    if kind == Kind::Dns {
+        d.error(
+            ps.at("expect.blocked"),
+            "dns targets resolve a name, there is no connection to be blocked; use kind tcp with the address that must be blocked",
+        );
+        return false;
+    }
+    if rt.all_addresses == Some(true) {
+        d.error(
+            ps.at("all_addresses"),
+            "a must-be-blocked target succeeds when no address connects; every address is already tried, remove all_addresses",
+        );
+    }
+    for (field, given) in [
+        ("status", expect.status.is_some()),
+        ("body_regex", expect.body_regex.is_some()),
+    ] {
+        if given {
+            d.error(
+                ps.at(&format!("expect.{field}")),
+                "a must-be-blocked target is never asked anything (a connection is already the failure); remove it, or remove expect.blocked",
+            );
+        }
+    }
+    true
 }
 
 /// The bound on addresses in all-address mode when `max_addresses` is not given.

@@ -140,6 +140,17 @@ pub async fn diagnose(prom: &Prometheus, selectors: &[Selector]) -> Result<Repor
         }
     }
     verdicts.sort_by(|a, b| (&a.job, &a.instance).cmp(&(&b.job, &b.instance)));
+    // The mesh's word on the failing nodes: a node that also fails its peers is the node to look
+    // at. Agents without a mesh have no such series; that changes nothing.
+    if verdicts.iter().any(|v| !v.nodes.failing.is_empty()) {
+        let peers = prom
+            .query("pathprobe_peer_failure_reason{payload=\"small\", reason!=\"none\"} == 1")
+            .await
+            .unwrap_or_default();
+        for v in &mut verdicts {
+            add_peer_evidence(v, &peers);
+        }
+    }
     if !unknown.is_empty() {
         let known: BTreeSet<String> = gathered.targets.iter().map(|e| e.job.clone()).collect();
         return Err(DiagnoseError::Unknown {
@@ -149,6 +160,37 @@ pub async fn diagnose(prom: &Prometheus, selectors: &[Selector]) -> Result<Repor
         });
     }
     Ok(Report { verdicts, warnings })
+}
+
+/// Appends to a verdict's summary which of its failing nodes also fail mesh probes to peers.
+pub fn add_peer_evidence(v: &mut Verdict, peer_failures: &[crate::promapi::Sample]) {
+    let mut said = Vec::new();
+    for node in &v.nodes.failing {
+        let mut peers: Vec<String> = peer_failures
+            .iter()
+            .filter(|s| s.label("source_node") == node)
+            .map(|s| {
+                format!(
+                    "{} ({}, {})",
+                    s.label("peer_node"),
+                    s.label("network"),
+                    s.label("reason")
+                )
+            })
+            .collect();
+        peers.sort();
+        peers.dedup();
+        if !peers.is_empty() {
+            said.push(format!("{node} also fails its mesh probes to {}", peers.join(", ")));
+        }
+    }
+    if !said.is_empty() {
+        v.summary = format!(
+            "{}; {}: a node that fails targets and peers is the node to look at",
+            v.summary.trim_end_matches('.'),
+            said.join("; ")
+        );
+    }
 }
 
 /// Down in Prometheus, failing on some node, or documented absent.
@@ -341,6 +383,38 @@ fn at(unix: f64) -> SystemTime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failing_node_that_also_fails_its_peers_is_named_in_the_summary() {
+        use crate::promapi::Sample;
+        let sample = |src: &str, peer: &str, reason: &str| Sample {
+            labels: [
+                ("source_node", src),
+                ("peer_node", peer),
+                ("network", "host"),
+                ("reason", reason),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            value: 1.0,
+        };
+        let mut v = crate::diagnose::verdict::judge(&Evidence::default());
+        v.summary = "reachable from 1 of 2 nodes; n2 fails with connect_timeout".into();
+        v.nodes.failing = vec!["n2".into()];
+        let peers = [
+            sample("n2", "n3", "connect_timeout"),
+            sample("n1", "n3", "connect_refused"),
+        ];
+        add_peer_evidence(&mut v, &peers);
+        assert_eq!(
+            v.summary,
+            "reachable from 1 of 2 nodes; n2 fails with connect_timeout; n2 also fails its mesh probes to n3 (host, connect_timeout): a node that fails targets and peers is the node to look at"
+        );
+        let before = v.summary.clone();
+        add_peer_evidence(&mut v, &[sample("n1", "n3", "connect_refused")]);
+        assert_eq!(v.summary, before, "only failing nodes' peers are named");
+    }
 
     #[test]
     fn selectors_are_job_or_job_slash_instance() {

@@ -13,6 +13,7 @@ use prometheus::{
     Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+pub mod blocked;
 mod discovery;
 mod openmetrics;
 

@@ -7,6 +7,7 @@
 pub mod all_addresses;
 pub mod dns;
 pub mod http;
+pub mod mesh;
 pub mod resolve;
 pub mod scrape;
 pub mod tcp;
@@ -99,6 +100,8 @@ pub struct Trace {
     pub samples: Option<u64>,
     /// Bytes of body read.
     pub body_bytes: Option<u64>,
+    /// A mesh peer's identity, from its answer.
+    pub peer: Option<mesh::Identity>,
 }
 
 impl Trace {
@@ -250,6 +253,12 @@ pub enum ProbeError {
     /// The scrape body is not valid exposition.
     #[error("invalid exposition: {0}")]
     ScrapeInvalid(String),
+    /// A mesh peer answered, but not as a pathprobe agent does.
+    #[error("not a pathprobe agent: {0}")]
+    NotAnAgent(String),
+    /// A must-be-blocked target accepted the connection.
+    #[error("connected to {addr}, which must be blocked")]
+    UnexpectedlyReachable { addr: SocketAddr },
 }
 
 /// What every probe needs besides its target: the resolver.
@@ -323,6 +332,12 @@ pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
 /// Runs the target's kind under the deadline.
 async fn run(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
     let run = async {
+        if target.blocked {
+            return blocked(target, ctx, trace, deadline).await;
+        }
+        if let Some(peer) = &target.peer {
+            return mesh::probe(target, peer, ctx, trace, deadline).await;
+        }
         match target.kind {
             Kind::Tcp => tcp::probe(target, ctx, trace, deadline).await,
             Kind::Tls => tls::probe(target, ctx, trace, deadline).await,
@@ -359,6 +374,25 @@ fn judge(outcome: &Result<(), ProbeError>) -> (Reason, Option<String>) {
     match outcome {
         Ok(()) => (Reason::None, None),
         Err(e) => (classify(e), Some(error_chain(e))),
+    }
+}
+
+/// A must-be-blocked target: resolve and connect only, whatever its kind. Refused, timed out or
+/// unreachable is the expected outcome; a connection is `unexpectedly_reachable`. A name that
+/// does not resolve stays a DNS failure: whether the path is blocked was not learned.
+async fn blocked(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
+    match tcp::connect(ctx, &target.endpoint, trace, deadline).await {
+        Ok(stream) => {
+            let addr = stream.peer_addr().ok().or(trace.address);
+            drop(stream);
+            Err(ProbeError::UnexpectedlyReachable {
+                addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], target.endpoint.port))),
+            })
+        }
+        Err(e) => match classify(&e) {
+            Reason::ConnectRefused | Reason::ConnectTimeout | Reason::Unreachable => Ok(()),
+            _ => Err(e),
+        },
     }
 }
 

@@ -545,3 +545,37 @@ async fn a_client_certificate_refused_by_a_server_that_keeps_the_connection_open
         assert!(r.trace.phase(Phase::Tls).is_some());
     }
 }
+
+/// A must-be-blocked target built the way users write one.
+fn must_be_blocked(kind: &str, where_: &str) -> pathprobe::target::Target {
+    let dir = tempfile::tempdir().unwrap();
+    let field = if kind == "http" { "url" } else { "address" };
+    let yaml = format!(
+        "agent: {{ source_cluster: lab }}\ndefaults: {{ timeout: 1s }}\ntargets:\n  - {{ name: blocked, kind: {kind}, {field}: \"{where_}\", expect: {{ blocked: true }} }}\n"
+    );
+    crate::common::inventory(&yaml, dir.path()).remove(0)
+}
+
+#[tokio::test]
+async fn a_must_be_blocked_target_that_accepts_the_connection_is_unexpectedly_reachable() {
+    let server = testbed::http(ok).await;
+    for (kind, at) in [
+        ("tcp", server.addr.to_string()),
+        ("tls", server.addr.to_string()),
+        ("http", format!("http://{}/", server.addr)),
+    ] {
+        let r = crate::common::run(&must_be_blocked(kind, &at)).await;
+        assert_eq!(r.reason, Reason::UnexpectedlyReachable, "{kind}: {:?}", r.error);
+        assert!(
+            r.trace.tls.is_none() && r.trace.http_status.is_none(),
+            "{kind}: only connected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_must_be_blocked_target_that_refuses_succeeds() {
+    let closed = testbed::refused_port().await;
+    let r = crate::common::run(&must_be_blocked("tcp", &closed.to_string())).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+}
