@@ -261,6 +261,7 @@ async fn no_endpoint_and_no_log_line_shows_a_credential() {
             "/metrics",
             "/healthz",
             "/readyz",
+            "/mesh",
             "/nope",
             "/debug/vars",
             "/config",
