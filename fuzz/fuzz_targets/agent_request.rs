@@ -39,8 +39,9 @@ fuzz_target!(|data: &[u8]| {
         let out = writer.await;
         task.await.expect("the connection task does not panic");
         if !out.is_empty() {
+            // An HTTP/1.0 request is answered in HTTP/1.0 (the first harness run took that for a bug).
             assert!(
-                out.starts_with(b"HTTP/1.1 "),
+                out.starts_with(b"HTTP/1.1 ") || out.starts_with(b"HTTP/1.0 "),
                 "{:?}",
                 String::from_utf8_lossy(&out[..out.len().min(64)])
             );
