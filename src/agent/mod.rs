@@ -12,13 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, ConfigErrors};
-use crate::metrics::{Exporter, Source, TargetLabels};
+use crate::metrics::{Exporter, ReloadResult, Source, TargetLabels};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::schedule::{self, BoxFuture, Hooks, Scheduler};
 use crate::serve::{self, ListenError};
@@ -100,15 +98,15 @@ impl Hooks for AgentHooks {
         // The in-flight gauge goes up and down on one exporter, even if a reload swaps it meanwhile.
         let exporter = self.0.exporter();
         Box::pin(async move {
-            exporter.in_flight.inc();
+            exporter.probe_started();
             let result = probe::probe(&target, &ctx).await;
-            exporter.in_flight.dec();
+            exporter.probe_ended();
             result
         })
     }
 
     fn started(&self, _: &Target, lag: Duration) {
-        self.0.exporter().scheduler_lag.observe(lag.as_secs_f64());
+        self.0.exporter().observe_lag(lag);
     }
 
     fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
@@ -148,7 +146,7 @@ fn exporter_for(inv: &Inventory, source: &Source) -> Exporter {
     for a in &inv.absent {
         e.add_absent(a);
     }
-    e.config_last_reload_successful.set(1.0);
+    e.set_last_reload_successful(true);
     e
 }
 
@@ -273,13 +271,11 @@ fn reload_if_changed(
         Ok(next) => {
             watch.loaded(&next);
             *current = next;
-            exporter.config_reloads.with_label_values(&["success"]).inc();
-            exporter.config_last_reload_successful.set(1.0);
+            exporter.reloaded(ReloadResult::Success);
         }
         Err(errors) if watch.last_failure.as_deref() == Some(errors.as_str()) => {}
         Err(errors) => {
-            exporter.config_reloads.with_label_values(&["failure"]).inc();
-            exporter.config_last_reload_successful.set(0.0);
+            exporter.reloaded(ReloadResult::Failure);
             for e in errors.lines() {
                 tracing::error!(config = %opts.config.display(), "{e}");
             }
@@ -299,41 +295,45 @@ fn apply(
     let ctx = context_of(next).map_err(|e| format!("building the resolver: {e}"))?;
     let source = source_of(next, &shared.node);
     let same_source = *shared.source.read().expect("not poisoned") == source;
-    if !same_source {
-        // The source labels are constant labels of the registry: a new registry, counters restart.
-        let old = shared.exporter();
-        let fresh = Arc::new(exporter_for(next, &source));
-        for result in ["success", "failure"] {
-            let before = old.config_reloads.with_label_values(&[result]).get();
-            fresh.config_reloads.with_label_values(&[result]).inc_by(before);
-        }
-        *shared.exporter.write().expect("not poisoned") = fresh;
-        *shared.source.write().expect("not poisoned") = source;
-    }
     *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
     shared.status.set_inventory(&next.targets, &next.absent);
-    let applied = scheduler.apply(next.targets.clone());
-    if same_source {
-        // Forget first, then declare: a target that became documented-absent under the same
-        // identity keeps its `pathprobe_target_expected 0`.
+    // The exporter drops results of targets it does not know, so the order below is what keeps
+    // series and targets matched: a target is declared before it can be probed, and forgotten
+    // only after its running probe was cancelled (a cancelled probe is never recorded).
+    let applied = if same_source {
         let exporter = shared.exporter();
         let absent_now: std::collections::HashSet<TargetLabels> =
             next.absent.iter().map(TargetLabels::of_absent).collect();
-        for key in &applied.removed {
-            exporter.forget(key);
-        }
         for key in current.absent.iter().map(TargetLabels::of_absent) {
             if !absent_now.contains(&key) {
                 exporter.forget(&key);
             }
         }
-        for a in &next.absent {
-            exporter.add_absent(a);
-        }
         for t in &next.targets {
             exporter.add_target(t);
         }
-    }
+        let applied = scheduler.apply(next.targets.clone());
+        // Forget, then declare absent: a target that became documented-absent under the same
+        // identity keeps its `pathprobe_target_expected 0`.
+        for key in &applied.removed {
+            exporter.forget(key);
+        }
+        for a in &next.absent {
+            exporter.add_absent(a);
+        }
+        applied
+    } else {
+        // The source labels are on every series: a new exporter, counters restart. Removed
+        // targets are cancelled before it is installed; a probe of a removed target that ends
+        // in between is dropped by either exporter, as neither knows it by then.
+        let applied = scheduler.apply(next.targets.clone());
+        let old = shared.exporter();
+        let fresh = Arc::new(exporter_for(next, &source));
+        fresh.carry_reloads(&old);
+        *shared.exporter.write().expect("not poisoned") = fresh;
+        *shared.source.write().expect("not poisoned") = source;
+        applied
+    };
     tracing::info!(
         added = applied.added.len(),
         updated = applied.updated.len(),
@@ -348,13 +348,13 @@ fn apply(
 struct Routes(Arc<Shared>);
 
 impl serve::Routes for Routes {
-    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>> {
+    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<serve::Body> {
         let s = &self.0;
         match path {
             "/metrics" => {
                 let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
-                let (content_type, body) = s.exporter().render_for(accept);
-                serve::with_type(200, content_type, body)
+                let body = s.exporter().exposition_for(accept);
+                serve::streamed(200, body.content_type(), body)
             }
             "/healthz" => serve::text(200, "ok\n"),
             "/readyz" => {
