@@ -112,7 +112,7 @@ impl Hooks for AgentHooks {
     fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
         if let Some(result) = outcome {
             self.0.exporter().observe(target, &result);
-            self.0.status.record(target, &result);
+            self.0.status.record(target, result);
         }
     }
 
@@ -138,9 +138,9 @@ fn context_of(inv: &Inventory) -> Result<ProbeContext, String> {
 }
 
 /// Declares every target of `inv` in a fresh exporter.
-fn exporter_for(inv: &Inventory, source: &Source) -> Exporter {
+fn exporter_for(targets: &[Arc<Target>], inv: &Inventory, source: &Source) -> Exporter {
     let e = Exporter::new(source);
-    for t in &inv.targets {
+    for t in targets {
         e.add_target(t);
     }
     for a in &inv.absent {
@@ -181,12 +181,18 @@ async fn serve_inventory(
     for w in &loaded.warnings {
         tracing::warn!(config = %path, "{w}");
     }
-    let inventory = loaded.inventory;
+    // One copy of each target, shared by the scheduler and the status rows; the inventory
+    // kept for the next reload needs only its absent targets and the files it names.
+    let mut inventory = loaded.inventory;
+    let targets: Vec<Arc<Target>> = std::mem::take(&mut inventory.targets)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     let local = listener.local_addr().unwrap_or(opts.listen);
     let source = source_of(&inventory, &opts.node);
     let ctx = context_of(&inventory).map_err(StartError::Resolver)?;
     let shared = Arc::new(Shared {
-        exporter: RwLock::new(Arc::new(exporter_for(&inventory, &source))),
+        exporter: RwLock::new(Arc::new(exporter_for(&targets, &inventory, &source))),
         ctx: RwLock::new(Arc::new(ctx)),
         status: Status::default(),
         node: opts.node.clone(),
@@ -194,7 +200,7 @@ async fn serve_inventory(
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
     });
-    shared.status.set_inventory(&inventory.targets, &inventory.absent);
+    shared.status.set_inventory(&targets, &inventory.absent);
 
     let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
@@ -207,14 +213,14 @@ async fn serve_inventory(
         tokio::spawn(serve::serve(listener, routes, async move { stop.cancelled().await }))
     };
     tracing::info!(
-        listen = %local, config = %path, targets = inventory.targets.len(), absent = inventory.absent.len(),
+        listen = %local, config = %path, targets = targets.len(), absent = inventory.absent.len(),
         node = %opts.node, "pathprobe agent started"
     );
 
     let mut scheduler = Scheduler::new(Arc::new(AgentHooks(shared.clone())), opts.schedule);
     let mut watch = reload::Watch::new(&opts.config, &inventory);
     let mut current = inventory;
-    scheduler.apply(current.targets.clone());
+    scheduler.apply(targets);
     shared.ready.store(true, Ordering::Release);
 
     let mut poll = tokio::time::interval(opts.reload_poll);
@@ -262,8 +268,8 @@ fn reload_if_changed(
         for w in &loaded.warnings {
             tracing::warn!(config = %opts.config.display(), "{w}");
         }
-        let next = loaded.inventory;
-        apply(shared, scheduler, current, &next)?;
+        let mut next = loaded.inventory;
+        apply(shared, scheduler, current, &mut next)?;
         Ok(next)
     });
     let exporter = shared.exporter();
@@ -290,13 +296,14 @@ fn apply(
     shared: &Arc<Shared>,
     scheduler: &mut Scheduler<AgentHooks>,
     current: &Inventory,
-    next: &Inventory,
+    next: &mut Inventory,
 ) -> Result<(), String> {
     let ctx = context_of(next).map_err(|e| format!("building the resolver: {e}"))?;
     let source = source_of(next, &shared.node);
     let same_source = *shared.source.read().expect("not poisoned") == source;
     *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
-    shared.status.set_inventory(&next.targets, &next.absent);
+    let targets: Vec<Arc<Target>> = std::mem::take(&mut next.targets).into_iter().map(Arc::new).collect();
+    shared.status.set_inventory(&targets, &next.absent);
     // The exporter drops results of targets it does not know, so the order below is what keeps
     // series and targets matched: a target is declared before it can be probed, and forgotten
     // only after its running probe was cancelled (a cancelled probe is never recorded).
@@ -309,10 +316,10 @@ fn apply(
                 exporter.forget(&key);
             }
         }
-        for t in &next.targets {
+        for t in &targets {
             exporter.add_target(t);
         }
-        let applied = scheduler.apply(next.targets.clone());
+        let applied = scheduler.apply(targets);
         // Forget, then declare absent: a target that became documented-absent under the same
         // identity keeps its `pathprobe_target_expected 0`.
         for key in &applied.removed {
@@ -326,9 +333,9 @@ fn apply(
         // The source labels are on every series: a new exporter, counters restart. Removed
         // targets are cancelled before it is installed; a probe of a removed target that ends
         // in between is dropped by either exporter, as neither knows it by then.
-        let applied = scheduler.apply(next.targets.clone());
+        let fresh = Arc::new(exporter_for(&targets, next, &source));
+        let applied = scheduler.apply(targets);
         let old = shared.exporter();
-        let fresh = Arc::new(exporter_for(next, &source));
         fresh.carry_reloads(&old);
         *shared.exporter.write().expect("not poisoned") = fresh;
         *shared.source.write().expect("not poisoned") = source;
