@@ -27,22 +27,39 @@ use crate::target::{AbsentTarget, Target};
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A target's identity as label values: `target`, `target_job`, `target_instance`,
-/// `target_cluster`, `kind`.
+/// `target_cluster`, `kind`. One allocation holding the five values back to back: the scheduler,
+/// the status rows and the exporter each key a map by it, at every target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetLabels([String; 5]);
+pub struct TargetLabels {
+    text: Box<str>,
+    ends: [u32; 5],
+}
 
 impl TargetLabels {
+    fn from_parts(parts: [&str; 5]) -> TargetLabels {
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 5];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            *end = text.len() as u32;
+        }
+        TargetLabels {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
     pub fn of(target: &Target) -> TargetLabels {
-        TargetLabels(TargetKey(target).parts().map(str::to_string))
+        TargetLabels::from_parts(TargetKey(target).parts())
     }
 
     pub fn of_absent(target: &AbsentTarget) -> TargetLabels {
-        TargetLabels([
-            target.name.clone(),
-            target.job.clone(),
-            target.instance.clone(),
-            target.cluster.clone(),
-            target.kind.map(|k| k.as_str()).unwrap_or("").to_string(),
+        TargetLabels::from_parts([
+            &target.name,
+            &target.job,
+            &target.instance,
+            &target.cluster,
+            target.kind.map(|k| k.as_str()).unwrap_or(""),
         ])
     }
 }
@@ -55,7 +72,15 @@ pub trait Identity {
 
 impl Identity for TargetLabels {
     fn parts(&self) -> [&str; 5] {
-        [&self.0[0], &self.0[1], &self.0[2], &self.0[3], &self.0[4]]
+        let e = self.ends.map(|e| e as usize);
+        let t = &self.text;
+        [
+            &t[..e[0]],
+            &t[e[0]..e[1]],
+            &t[e[1]..e[2]],
+            &t[e[2]..e[3]],
+            &t[e[3]..e[4]],
+        ]
     }
 }
 
@@ -312,6 +337,13 @@ impl Exporter {
         }
     }
 
+    /// Room for `n` targets, so a fleet's table is not up to twice its size from doubling.
+    pub fn reserve(&self, n: usize) {
+        let mut t = self.table();
+        t.slots.reserve_exact(n);
+        t.index.reserve(n);
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().expect("not poisoned")
     }
@@ -519,6 +551,20 @@ mod tests {
         assert!(reasons[0].contains("reason=\"none\"") && reasons[0].ends_with(" 1"));
         let failures = series(&text, "pathprobe_failures_total{");
         assert_eq!(failures.len(), 2, "one counter per reason seen: {failures:?}");
+    }
+
+    #[test]
+    fn target_labels_keep_their_parts_and_their_hash() {
+        use std::hash::BuildHasher;
+        let (_, t) = exporter_with_results();
+        let owned = TargetLabels::of(&t[0]);
+        assert_eq!(owned.parts(), ["tcp://127.0.0.1:1", "adhoc", "127.0.0.1:1", "", "tcp"]);
+        // The same hash as the `[String; 5]` it replaces (the scheduler's phases hash it), and
+        // as the borrowed view used for lookups.
+        let h = std::collections::hash_map::RandomState::new();
+        let old: [String; 5] = owned.parts().map(String::from);
+        assert_eq!(h.hash_one(&owned), h.hash_one(&old));
+        assert_eq!(h.hash_one(&owned), h.hash_one(TargetKey(&t[0]).as_key()));
     }
 
     #[test]
