@@ -803,7 +803,7 @@ fn report(all: &[Figures], plan: &Plan, label: &str, bin: &Path) -> String {
          serving each `/probe`, as under Prometheus); its `/metrics` is its own, not per target. The floors are one blocking \
          loop each, spread over the same {SERVERS} servers; the HTTPS floor makes a new rustls handshake per request, as \
          pathprobe and blackbox do. The target servers and the blackbox driver run in the bench process and share the 2 cores \
-         with the contender."
+         with the contender. Figures before and after each change of the performance work: `benches/results/before-after.md`."
     );
     md
 }
