@@ -48,6 +48,7 @@ fn result(i: usize) -> ProbeResult {
         total: Duration::from_millis(6),
         error: None,
         finished_at: SystemTime::now(),
+        addresses: Vec::new(),
     }
 }
 

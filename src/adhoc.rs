@@ -118,6 +118,7 @@ pub fn parse(arg: &str, opts: &AdhocOptions) -> Result<Vec<Target>, ConfigErrors
                 status: opts.expect_status.as_deref().map(|s| OneOrMany(vec![Scalar::from(s)])),
                 body_regex: opts.body_regex.clone(),
                 addresses: None,
+                blocked: None,
             });
         }
     }
@@ -148,4 +149,76 @@ fn no_userinfo(addr: String) -> Result<String, ConfigErrors> {
         .into());
     }
     Ok(addr)
+}
+
+/// `check`'s flags on a target named from `--config`: each flag given overrides the inventory's
+/// setting, as it would set an ad-hoc target's (`--timeout` only when `timeout_given`). Returns
+/// the flags applied, and the flags given that do not apply to the target's kind (TLS flags on a
+/// target without TLS, HTTP flags on one that is not HTTP).
+pub fn override_raw(
+    raw: &mut RawTarget,
+    opts: &AdhocOptions,
+    timeout_given: bool,
+) -> (Vec<&'static str>, Vec<&'static str>) {
+    let (mut applied, mut ignored) = (Vec::new(), Vec::new());
+    let kind = raw.kind.as_deref().map(str::trim).unwrap_or_default();
+    let https = raw
+        .url
+        .as_deref()
+        .is_some_and(|u| u.trim().to_ascii_lowercase().starts_with("https://"));
+    let tls = kind == "tls" || ((kind == "http" || kind == "scrape") && https);
+    let http = kind == "http" || kind == "scrape";
+    // Flag paths are relative to where `check` runs, not to the inventory's directory.
+    let absolute = |p: &Path| -> String {
+        let p = if p.is_relative() {
+            std::env::current_dir()
+                .map(|d| d.join(p))
+                .unwrap_or_else(|_| p.to_path_buf())
+        } else {
+            p.to_path_buf()
+        };
+        p.to_string_lossy().into_owned()
+    };
+    if timeout_given {
+        raw.timeout = Some(Scalar(crate::config::format_duration(opts.timeout)));
+        applied.push("--timeout");
+    }
+    let mut on = |given: bool, flag: &'static str, applies: bool| -> bool {
+        if given && applies {
+            applied.push(flag);
+        } else if given {
+            ignored.push(flag);
+        }
+        given && applies
+    };
+    if on(opts.insecure, "--insecure", tls) {
+        let t = raw.tls.get_or_insert_with(Default::default);
+        t.insecure_skip_verify = Some(true);
+        t.ca_file = None;
+    }
+    if on(opts.ca_file.is_some(), "--ca-file", tls) {
+        let t = raw.tls.get_or_insert_with(Default::default);
+        t.ca_file = opts.ca_file.as_deref().map(absolute);
+        t.insecure_skip_verify = Some(false);
+    }
+    if on(opts.server_name.is_some(), "--server-name", tls) {
+        raw.tls.get_or_insert_with(Default::default).server_name = opts.server_name.clone();
+    }
+    let basic = opts.basic_auth_user.is_some() || opts.basic_auth_password_file.is_some();
+    if on(basic, "--basic-auth-user", http) {
+        raw.basic_auth = Some(RawBasicAuth {
+            username: opts.basic_auth_user.clone(),
+            password_file: opts.basic_auth_password_file.as_deref().map(absolute),
+        });
+        raw.bearer_token_file = None;
+    }
+    if on(opts.bearer_token_file.is_some(), "--bearer-token-file", http) {
+        raw.bearer_token_file = opts.bearer_token_file.as_deref().map(absolute);
+        raw.basic_auth = None;
+    }
+    if on(opts.expect_status.is_some(), "--expect-status", http) {
+        raw.expect.get_or_insert_with(Default::default).status =
+            opts.expect_status.as_deref().map(|s| OneOrMany(vec![Scalar::from(s)]));
+    }
+    (applied, ignored)
 }

@@ -70,7 +70,15 @@ pub async fn start() -> anyhow::Result<Fleet> {
     )])
     .await;
 
-    let dir = tempfile::tempdir().context("creating a temporary directory for the demo inventory")?;
+    // The agent reloads its inventory from a file, so the demo needs somewhere to write one.
+    let dir = tempfile::tempdir().with_context(|| {
+        format!(
+            "creating a temporary directory for the demo inventory in {} (set TMPDIR to a writable \
+             directory; in a container with a read-only root filesystem, mount an emptyDir or a \
+             tmpfs at /tmp)",
+            std::env::temp_dir().display()
+        )
+    })?;
     std::fs::write(dir.path().join("demo-ca.pem"), &ca.cert_pem)?;
     std::fs::write(dir.path().join("proxmox-password"), "wrong-password\n")?;
     let yaml = inventory_yaml(&Addrs {
@@ -186,16 +194,39 @@ pub async fn probe_all(inventory: &Inventory, ctx: &ProbeContext) -> Vec<ProbeRe
     futures_util::future::join_all(probes).await
 }
 
-/// The demo's table, with the documented-absent targets listed under it.
+/// The demo's table, with what it shows said first and the documented-absent targets listed
+/// under it.
 pub fn render(inventory: &Inventory, results: &[ProbeResult]) -> String {
     let rows: Vec<(&Target, &ProbeResult)> = inventory.targets.iter().zip(results).collect();
-    let mut out = report::table(&rows);
+    let healthy = results.iter().filter(|r| r.success()).count() as u64;
+    let failing = results.len() as u64 - healthy;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pathprobe demo: {} on loopback, started for this tour. {} healthy; {} on purpose, one per \
+         failure class, to show how each failure reads. Nothing is wrong with this machine.",
+        report::plural(results.len() as u64, "target", "targets"),
+        if healthy == 1 {
+            "1 is".to_string()
+        } else {
+            format!("{healthy} are")
+        },
+        if failing == 1 {
+            "the other fails".to_string()
+        } else {
+            format!("the other {failing} fail")
+        },
+    );
+    let _ = writeln!(
+        out,
+        "Columns: the time of each phase — RESOLVE (name lookup), CONNECT (TCP), TLS (handshake), \
+         REQUEST (from sending the request to the first byte of the answer), TRANSFER (reading the \
+         body), TOTAL; STATUS is the HTTP status; REASON the first phase that broke (none: success). \
+         \"-\": the phase did not run.\n"
+    );
+    out.push_str(&report::table(&rows, report::Hints::Inventory));
     for absent in &inventory.absent {
-        let _ = writeln!(
-            out,
-            "--   {} (expected absent, not probed): {}",
-            absent.name, absent.why
-        );
+        let _ = writeln!(out, "{}", report::absent_line(absent));
     }
     out
 }
@@ -210,6 +241,7 @@ pub async fn run(once: bool, listen: SocketAddr, node: String) -> anyhow::Result
         Resolver::new(&inventory.agent.resolver).map_err(|e| anyhow::anyhow!("building the resolver: {e}"))?;
     let ctx = ProbeContext {
         resolver: Arc::new(resolver),
+        pin: None,
     };
     let results = probe_all(inventory, &ctx).await;
     print!("{}", render(inventory, &results));
@@ -228,6 +260,7 @@ pub async fn run(once: bool, listen: SocketAddr, node: String) -> anyhow::Result
         drain_grace: Duration::from_secs(3),
         source_cluster: None,
         network: None,
+        mesh_dns: None,
     };
     agent::run_on(listener, opts).await?;
     Ok(())

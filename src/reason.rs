@@ -33,11 +33,13 @@ pub enum Reason {
     BodyMismatch,
     BodyTooLarge,
     ScrapeInvalid,
+    /// A must-be-blocked target (`expect: { blocked: true }`) accepted the connection.
+    UnexpectedlyReachable,
 }
 
 impl Reason {
     /// Every reason, in the contract's order.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::None,
         Reason::DnsNxdomain,
         Reason::DnsTimeout,
@@ -59,6 +61,7 @@ impl Reason {
         Reason::BodyMismatch,
         Reason::BodyTooLarge,
         Reason::ScrapeInvalid,
+        Reason::UnexpectedlyReachable,
     ];
 
     /// The `reason` label value.
@@ -85,6 +88,7 @@ impl Reason {
             Reason::BodyMismatch => "body_mismatch",
             Reason::BodyTooLarge => "body_too_large",
             Reason::ScrapeInvalid => "scrape_invalid",
+            Reason::UnexpectedlyReachable => "unexpectedly_reachable",
         }
     }
 
@@ -99,7 +103,7 @@ impl Reason {
             Reason::ConnectTimeout => "nothing answered the SYN — a firewall or NetworkPolicy drop, or a routing black hole",
             Reason::Unreachable => "the kernel or a router says there is no route — a down interface, a missing route, or an ICMP unreachable from a firewall",
             Reason::TlsHandshake => "not TLS on that port, no common version or cipher, or the peer sent an alert",
-            Reason::TlsUntrusted => "the chain does not verify against the trusted roots — self-signed or an unknown CA (set tls.ca_file)",
+            Reason::TlsUntrusted => "the chain does not verify against the trusted roots — self-signed or an unknown CA",
             Reason::TlsExpired => "renew the certificate, or check this node's clock",
             Reason::TlsHostname => "fix the URL, or set tls.server_name to a name the certificate holds",
             Reason::TlsTimeout => "the port accepts connections but the handshake stalls — a hung server or a middlebox",
@@ -112,6 +116,7 @@ impl Reason {
             Reason::BodyMismatch => "the target answers, but not with the expected content",
             Reason::BodyTooLarge => "raise body_limit if the target is right to be this large",
             Reason::ScrapeInvalid => "Prometheus would fail this scrape too — a broken exporter, or not a metrics endpoint",
+            Reason::UnexpectedlyReachable => "a target that must be blocked accepted the connection — a missing or changed firewall rule or NetworkPolicy",
         }
     }
 }
@@ -139,6 +144,7 @@ pub fn classify(err: &ProbeError) -> Reason {
         ProbeError::DnsUnexpected { .. } => Reason::DnsError,
         ProbeError::Connect { source, .. } => connect_reason(source),
         ProbeError::Tls { source } => tls_reason(source),
+        ProbeError::NotTls { .. } => Reason::TlsHandshake,
         ProbeError::Http { source, .. } => http_reason(source),
         ProbeError::Status { status, .. } => match status {
             401 | 403 | 407 => Reason::HttpAuth,
@@ -146,9 +152,16 @@ pub fn classify(err: &ProbeError) -> Reason {
             _ => Reason::HttpStatus,
         },
         ProbeError::Redirect { .. } => Reason::HttpProtocol,
-        ProbeError::BodyMismatch { .. } => Reason::BodyMismatch,
+        // Unreachable from a validated target (see the variant); no reason names a request that
+        // was never sent, so it falls to the HTTP family's generic member, and is logged.
+        ProbeError::Request(e) => {
+            tracing::warn!(error = %e, "a request could not be built from a validated target");
+            Reason::HttpProtocol
+        }
+        ProbeError::BodyMismatch { .. } | ProbeError::NotAnAgent(_) => Reason::BodyMismatch,
         ProbeError::BodyTooLarge { .. } => Reason::BodyTooLarge,
         ProbeError::ScrapeInvalid { .. } => Reason::ScrapeInvalid,
+        ProbeError::UnexpectedlyReachable { .. } => Reason::UnexpectedlyReachable,
     }
 }
 
@@ -267,7 +280,7 @@ mod tests {
             assert!(seen.insert(r.as_str()), "duplicate {r}");
             assert!(r.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
         }
-        assert_eq!(seen.len(), 21);
+        assert_eq!(seen.len(), 22);
     }
 
     #[test]

@@ -18,6 +18,11 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// Answers a GET by path.
 pub trait Routes: Send + Sync + 'static {
     fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Body>;
+
+    /// Answers a GET that may carry a query (`/mesh?bytes=N`); by default the query is ignored.
+    fn respond_query(&self, path: &str, _query: Option<&str>, headers: &http::HeaderMap) -> http::Response<Body> {
+        self.respond(path, headers)
+    }
 }
 
 /// Why the endpoint could not start.
@@ -66,7 +71,7 @@ pub async fn serve(listener: TcpListener, routes: Arc<dyn Routes>, shutdown: imp
                 let routes = routes.clone();
                 async move {
                     let resp = if req.method() == http::Method::GET || req.method() == http::Method::HEAD {
-                        routes.respond(req.uri().path(), req.headers())
+                        routes.respond_query(req.uri().path(), req.uri().query(), req.headers())
                     } else {
                         text(405, "only GET and HEAD\n")
                     };

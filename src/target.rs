@@ -168,6 +168,8 @@ pub struct TlsSettings {
     pub verifier: Arc<dyn ServerCertVerifier>,
     /// True when verification is skipped (`insecure_skip_verify`).
     pub insecure_skip_verify: bool,
+    /// True when the roots are the configured `ca_file` (`--ca-file`), not the system's.
+    pub ca_file: bool,
     /// Client certificate chain and key for mTLS.
     pub client_identity: Option<Arc<ClientIdentity>>,
 }
@@ -183,6 +185,7 @@ impl fmt::Debug for TlsSettings {
         f.debug_struct("TlsSettings")
             .field("server_name", &self.server_name)
             .field("insecure_skip_verify", &self.insecure_skip_verify)
+            .field("ca_file", &self.ca_file)
             .field("client_identity", &self.client_identity.is_some())
             .finish()
     }
@@ -229,6 +232,40 @@ pub struct Target {
     pub tls: Option<TlsSettings>,
     pub http: Option<HttpSpec>,
     pub dns: DnsExpect,
+    /// `expect: { blocked: true }`: success is the connection failing; connecting is
+    /// `unexpectedly_reachable`.
+    pub blocked: bool,
+    /// Set on mesh probes only: the peer agent and the payload asked of it.
+    pub peer: Option<Arc<PeerSpec>>,
+    /// All-address mode: probe every address the name resolves to, at most this many, each with
+    /// its own result. `None`: the first address that works.
+    pub all_addresses: Option<usize>,
+}
+
+/// Which of the two mesh probes: the identity (small), or the MTU check's transfer (large).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Payload {
+    Small,
+    Large,
+}
+
+impl Payload {
+    /// The `payload` label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Payload::Small => "small",
+            Payload::Large => "large",
+        }
+    }
+}
+
+/// A mesh probe's peer: where its agent listens, and what is asked of it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PeerSpec {
+    pub address: std::net::SocketAddr,
+    pub payload: Payload,
+    /// Bytes asked for (`large` only; 0 for `small`).
+    pub bytes: usize,
 }
 
 /// A target the inventory lists as known-absent: exported as `pathprobe_target_expected 0`, never probed.
@@ -282,4 +319,8 @@ pub struct Inventory {
     /// Files the inventory read (secrets, CAs, client identities): a change to any of them is
     /// a change to the inventory, so the agent reloads.
     pub files: Vec<std::path::PathBuf>,
+    /// `discovery.prometheus`: more targets from Prometheus's active targets.
+    pub discovery: Option<std::sync::Arc<crate::discovery::config::Discovery>>,
+    /// `mesh:`: probe the other agents.
+    pub mesh: Option<std::sync::Arc<crate::mesh::config::MeshSettings>>,
 }

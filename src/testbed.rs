@@ -134,6 +134,22 @@ pub fn self_signed(names: &[&str]) -> Issued {
     issued(cert, key)
 }
 
+/// A self-signed certificate that is also a CA (`basicConstraints CA:TRUE`), as
+/// `openssl req -x509` makes by default and many homelab services serve; trusted by pinning it.
+pub fn self_signed_ca(names: &[&str], not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> Issued {
+    let key = KeyPair::generate().expect("key generation");
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.not_before = not_before;
+    params.not_after = not_after;
+    let cert = params.self_signed(&key).expect("self-signing");
+    issued(cert, key)
+}
+
 fn issued(cert: rcgen::Certificate, key: KeyPair) -> Issued {
     Issued {
         cert_pem: cert.pem(),
@@ -199,11 +215,20 @@ pub async fn http(handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) 
     http_on("127.0.0.1:0", handler).await
 }
 
-/// An HTTPS server presenting `cert`.
+/// An HTTPS server presenting `cert`, on `127.0.0.1:0`.
 pub async fn https(cert: &Issued, handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static) -> Server {
+    https_on("127.0.0.1:0", cert, handler).await
+}
+
+/// An HTTPS server presenting `cert`, on `bind_addr` (the image test serves a network namespace).
+pub async fn https_on(
+    bind_addr: &str,
+    cert: &Issued,
+    handler: impl Fn(&Seen<'_>) -> Reply + Send + Sync + 'static,
+) -> Server {
     let handler: Handler = Arc::new(handler);
     let acceptor = tls_acceptor(cert);
-    spawn_accept(bind("127.0.0.1:0").await, move |stream| {
+    spawn_accept(bind(bind_addr).await, move |stream| {
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         async move {
@@ -287,6 +312,13 @@ pub async fn refused_port() -> SocketAddr {
 pub enum DnsAnswer {
     /// These addresses (A for IPv4, AAAA for IPv6; an empty answer for the other family).
     Addresses(Vec<std::net::IpAddr>),
+    /// The name exists but has no address records: NOERROR with an empty answer (NODATA).
+    NoData,
+    /// Answers AAAA questions with these addresses' IPv6 part and drops A questions.
+    DropA(Vec<std::net::IpAddr>),
+    /// Answers A questions with these addresses' IPv4 part and drops AAAA questions (some
+    /// home-router forwarders; the Kubernetes conntrack race on parallel UDP questions).
+    DropAaaa(Vec<std::net::IpAddr>),
     /// NXDOMAIN.
     NxDomain,
     /// SERVFAIL.
@@ -295,25 +327,103 @@ pub enum DnsAnswer {
     Silent,
 }
 
-/// A tiny authoritative DNS server over UDP for tests and the demo; unknown names are NXDOMAIN.
+/// One question the test DNS server received.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsQuery {
+    /// The name asked, lower case, without the final dot.
+    pub name: String,
+    /// `A`, `AAAA`, or the type number.
+    pub qtype: String,
+    /// Asked over TCP (after a truncated UDP answer).
+    pub tcp: bool,
+}
+
+/// Every question a test DNS server received, in order.
+pub type DnsLog = Arc<std::sync::Mutex<Vec<DnsQuery>>>;
+
+/// A tiny authoritative DNS server on loopback for tests and the demo; unknown names are NXDOMAIN.
 pub async fn dns(zone: Vec<(&'static str, DnsAnswer)>) -> Server {
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
-        .await
-        .expect("binding a loopback UDP port");
-    let addr = socket.local_addr().expect("bound");
+    dns_on("127.0.0.1:0".parse().expect("literal"), zone).await.0
+}
+
+/// The test DNS server on `bind` (port 0: any), over UDP and TCP on the same port, with the log
+/// of the questions it got. A UDP answer over 512 bytes is truncated (TC set, no records), as a
+/// server without EDNS does, so the client must ask again over TCP.
+pub async fn dns_on(bind: SocketAddr, zone: Vec<(&'static str, DnsAnswer)>) -> (Server, DnsLog) {
+    let (udp, tcp) = dns_sockets(bind).await;
+    let addr = udp.local_addr().expect("bound");
+    let log = DnsLog::default();
+    let zone = Arc::new(zone);
+    let (udp_log, tcp_log, tcp_zone) = (log.clone(), log.clone(), zone.clone());
     let task = tokio::spawn(async move {
+        // Owned here, so aborting this task stops the TCP side too.
+        let mut tcp_side = tokio::task::JoinSet::new();
+        tcp_side.spawn(async move {
+            while let Ok((stream, _)) = tcp.accept().await {
+                tokio::spawn(dns_tcp_conn(stream, tcp_zone.clone(), tcp_log.clone()));
+            }
+        });
         let mut buf = [0u8; 1500];
-        while let Ok((n, peer)) = socket.recv_from(&mut buf).await {
-            if let Some(reply) = dns_reply(&buf[..n], &zone) {
-                let _ = socket.send_to(&reply, peer).await;
+        while let Ok((n, peer)) = udp.recv_from(&mut buf).await {
+            if let Some(mut reply) = dns_reply(&buf[..n], &zone, false, &udp_log) {
+                if reply.len() > 512 {
+                    reply = truncated(&reply);
+                }
+                let _ = udp.send_to(&reply, peer).await;
             }
         }
     });
-    Server { addr, task }
+    (Server { addr, task }, log)
+}
+
+/// A UDP socket and a TCP listener on the same port.
+async fn dns_sockets(bind: SocketAddr) -> (tokio::net::UdpSocket, TcpListener) {
+    for _ in 0..20 {
+        let udp = tokio::net::UdpSocket::bind(bind).await.expect("binding a UDP port");
+        let addr = udp.local_addr().expect("bound");
+        if let Ok(tcp) = TcpListener::bind(addr).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no port free for both UDP and TCP on {bind}");
+}
+
+/// Serves length-prefixed questions on one TCP connection.
+async fn dns_tcp_conn(mut stream: TcpStream, zone: Arc<Vec<(&'static str, DnsAnswer)>>, log: DnsLog) {
+    loop {
+        let mut len = [0u8; 2];
+        if stream.read_exact(&mut len).await.is_err() {
+            return;
+        }
+        let mut query = vec![0u8; u16::from_be_bytes(len) as usize];
+        if stream.read_exact(&mut query).await.is_err() {
+            return;
+        }
+        if let Some(reply) = dns_reply(&query, &zone, true, &log) {
+            let mut framed = (reply.len() as u16).to_be_bytes().to_vec();
+            framed.extend_from_slice(&reply);
+            if stream.write_all(&framed).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// The header and question of `reply` with TC set and no records.
+fn truncated(reply: &[u8]) -> Vec<u8> {
+    let mut pos = 12;
+    while pos < reply.len() && reply[pos] != 0 {
+        pos += 1 + reply[pos] as usize;
+    }
+    let question_end = (pos + 5).min(reply.len());
+    let mut out = reply[..question_end].to_vec();
+    out[2] |= 0x02; // TC
+    out[6..12].fill(0); // no answer, authority or additional records
+    out
 }
 
 /// Builds the reply to one query, or `None` to stay silent.
-fn dns_reply(query: &[u8], zone: &[(&'static str, DnsAnswer)]) -> Option<Vec<u8>> {
+fn dns_reply(query: &[u8], zone: &[(&'static str, DnsAnswer)], tcp: bool, log: &DnsLog) -> Option<Vec<u8>> {
     if query.len() < 12 {
         return None;
     }
@@ -333,6 +443,15 @@ fn dns_reply(query: &[u8], zone: &[(&'static str, DnsAnswer)]) -> Option<Vec<u8>
     let question_end = pos + 4;
     let question = query.get(12..question_end)?;
     let name = labels.join(".");
+    log.lock().expect("not poisoned").push(DnsQuery {
+        name: name.clone(),
+        qtype: match qtype {
+            1 => "A".to_string(),
+            28 => "AAAA".to_string(),
+            n => n.to_string(),
+        },
+        tcp,
+    });
     let answer = zone
         .iter()
         .find(|(n, _)| n.trim_end_matches('.').eq_ignore_ascii_case(&name))
@@ -340,9 +459,12 @@ fn dns_reply(query: &[u8], zone: &[(&'static str, DnsAnswer)]) -> Option<Vec<u8>
         .unwrap_or(DnsAnswer::NxDomain);
     let (rcode, records): (u8, Vec<Vec<u8>>) = match answer {
         DnsAnswer::Silent => return None,
+        DnsAnswer::DropA(_) if qtype == 1 => return None,
+        DnsAnswer::DropAaaa(_) if qtype == 28 => return None,
         DnsAnswer::NxDomain => (3, vec![]),
         DnsAnswer::ServFail => (2, vec![]),
-        DnsAnswer::Addresses(ips) => (
+        DnsAnswer::NoData => (0, vec![]),
+        DnsAnswer::Addresses(ips) | DnsAnswer::DropA(ips) | DnsAnswer::DropAaaa(ips) => (
             0,
             ips.iter()
                 .filter_map(|ip| match (ip, qtype) {

@@ -234,6 +234,7 @@ async fn an_invalid_reload_is_rejected_whole_and_the_old_inventory_keeps_probing
         "  - {{ name: a, kind: http, url: \"http://{}/\" }}\n  - {{ name: b, kind: tcp, address: \"10.0.0.1:22\", intreval: 5s }}\n",
         a.addr
     ));
+    let a_addr = a.addr.to_string();
     tokio::task::spawn_blocking(move || {
         let agent = Agent::start(&config, "n", &[]);
         agent.wait_metrics("a probed", 10 * SECOND, |t| {
@@ -269,6 +270,20 @@ async fn an_invalid_reload_is_rejected_whole_and_the_old_inventory_keeps_probing
             Some(1.0),
             "not retried until it changes"
         );
+        // The status page says the reload was rejected, and why, briefly.
+        let (status, page) = agent.get("/", None);
+        assert_eq!(status, 200);
+        assert!(page.contains("id=reload-rejected"), "{page}");
+        assert!(page.contains("The inventory was changed and rejected"), "{page}");
+        assert!(page.contains("targets[1].intreval: unknown field"), "{page}");
+        // A good inventory clears it.
+        let fixed = broken.replace(", intreval: 5s", "").replace("10.0.0.1:22", &a_addr);
+        write_atomic(&config, &fixed);
+        agent.wait_metrics("the fixed reload", 5 * SECOND, |t| {
+            value(t, "pathprobe_config_last_reload_successful", &[]) == Some(1.0)
+        });
+        let (_, page) = agent.get("/", None);
+        assert!(!page.contains("reload-rejected"), "{page}");
     })
     .await
     .unwrap();
@@ -633,6 +648,150 @@ async fn a_target_that_becomes_documented_absent_is_exported_as_expected_0() {
             Some(0.0),
             "{text}"
         );
+    })
+    .await
+    .unwrap();
+}
+
+/// Starts `pathprobe run` with `args` (JSON logs) and returns the child and the address it
+/// says it listens on.
+fn start_with(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .arg("run")
+        .args(args)
+        .args(["--log-format", "json"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let listen = std::io::BufReader::new(stderr)
+        .lines()
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l).ok()?;
+            (v["message"] == "pathprobe agent started").then(|| v["listen"].as_str().unwrap().to_string())
+        })
+        .expect("the agent started");
+    (child, listen)
+}
+
+#[test]
+fn listen_takes_a_bare_port_and_localhost() {
+    let (_dir, config) = config_file("agent: { source_cluster: lab }\ntargets: []\n");
+    let config = config.to_str().unwrap();
+    let (mut child, listen) = start_with(&["--config", config, "--listen", "localhost:0"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listen.starts_with("127.0.0.1:"), "{listen}");
+    let (mut child, listen) = start_with(&["--config", config, "--listen", ":0"]);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listen.starts_with("0.0.0.0:"), "{listen}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .args(["run", "--config", config, "--listen", "pathprobe.example:9807"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("e.g. 0.0.0.0:9807 (every address), :9807"), "{err}");
+}
+
+#[test]
+fn max_in_flight_0_is_refused() {
+    let (_dir, config) = config_file("agent: { source_cluster: lab }\ntargets: []\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .args(["run", "--config", config.to_str().unwrap(), "--max-in-flight", "0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0 would never probe anything; give 1 or more"), "{err}");
+}
+
+#[test]
+fn start_up_errors_follow_log_format_json() {
+    let (_dir, config) = config_file("agent: { source_cluster: lab }\ntargets:\n  - { name: a, kind: tcp, address: \"127.0.0.1:9\", timeout: 5 seconds }\n  - { name: b, kind: http, url: \"http://127.0.0.1:9/\", body_limit: lots }\n");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .args([
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let messages: Vec<&str> = lines.iter().map(|v| v["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("targets[0].timeout:")), "{err}");
+    assert!(
+        messages.iter().any(|m| m.starts_with("targets[1].body_limit:")),
+        "{err}"
+    );
+    assert!(lines.iter().all(|v| v["level"] == "ERROR"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_cluster_is_enough_without_agent_source_cluster() {
+    let refused = testbed::refused_port().await;
+    let (_dir, config) = config_file(format!(
+        "defaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n  - {{ name: db, kind: tcp, address: \"{refused}\" }}\n"
+    ));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pathprobe"))
+        .args(["run", "--config", config.to_str().unwrap(), "--listen", "127.0.0.1:0"])
+        .env_remove("PATHPROBE_SOURCE_CLUSTER")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "neither is given");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--source-cluster or PATHPROBE_SOURCE_CLUSTER"));
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &["--source-cluster", "monit"]);
+        let text = agent.wait_metrics("db probed", 10 * SECOND, |t| {
+            !series(t, "pathprobe_success", &[]).is_empty()
+        });
+        let line = series(&text, "pathprobe_success", &[("target", "db")])[0];
+        assert!(
+            line.contains("source_cluster=\"monit\"") && line.contains("target_cluster=\"monit\""),
+            "{line}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// `pathprobe_build_info{revision}` is the commit built, set at build time (from
+/// `PATHPROBE_REVISION` when the build had it, else from git).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_info_carries_the_revision_built() {
+    let built = env!("PATHPROBE_REVISION");
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    match env!("PATHPROBE_REVISION_SOURCE") {
+        "git" => assert_eq!(Some(built), git.as_deref(), "the build's revision is git's HEAD"),
+        "env" => assert!(!built.is_empty()),
+        _ => assert!(git.is_none(), "git knows HEAD, yet the build did not take it"),
+    }
+    let (_dir, config) = config_file("agent: { source_cluster: lab }\ntargets: []\n");
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        let text = agent.metrics();
+        let line = series(&text, "pathprobe_build_info", &[])[0];
+        assert!(line.contains(&format!("revision=\"{built}\"")), "{line}");
     })
     .await
     .unwrap();

@@ -197,8 +197,25 @@ async fn check_looks_names_up_in_the_config() {
         (v["target"].as_str(), v["kind"].as_str(), v["samples"].as_u64()),
         (Some("exporter"), Some("scrape"), Some(1))
     );
-    let out = pathprobe_async(vec!["check".into(), "--config".into(), p, "kube-proxy".into()]).await;
-    assert!(stderr(&out).contains("documented absent"), "{}", stderr(&out));
+    let out = pathprobe_async(vec!["check".into(), "--config".into(), p.clone(), "kube-proxy".into()]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out).trim(),
+        "--   kube-proxy (documented absent, not probed): Cilium replaces kube-proxy"
+    );
+    let out = pathprobe_async(vec![
+        "check".into(),
+        "--config".into(),
+        p,
+        "--json".into(),
+        "kube-proxy".into(),
+    ])
+    .await;
+    let v: serde_json::Value = serde_json::from_str(stdout(&out).trim()).unwrap();
+    assert_eq!(v["target"], "kube-proxy");
+    assert_eq!(v["expected"], false);
+    assert_eq!(v["why"], "Cilium replaces kube-proxy");
+    assert!(v["success"].is_null() && v["reason"].is_null(), "{v}");
 }
 
 #[test]
@@ -222,7 +239,22 @@ fn demo_once_shows_one_target_per_failure_class() {
     ] {
         assert!(text.contains(reason), "demo shows {reason}:\n{text}");
     }
-    assert!(text.contains("kube-scheduler (expected absent"), "{text}");
+    assert!(
+        text.contains("kube-scheduler (documented absent, not probed)"),
+        "{text}"
+    );
+    // It explains itself: the failures are on purpose, and what the columns mean.
+    assert!(
+        text.starts_with("pathprobe demo: 14 targets on loopback, started for this tour. 3 are healthy; the other 11 fail on purpose, one per failure class"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "REQUEST (from sending the request to the first byte of the answer), TRANSFER (reading the body)"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("3 samples"), "{text}");
 }
 
 #[test]
@@ -264,4 +296,295 @@ fn demo_serves_metrics_that_promtool_accepts() {
     assert!(exposition.contains("pathprobe_target_expected{") && exposition.contains("target=\"kube-scheduler\""));
     let (ok, report) = agent::promtool_check_metrics(&exposition);
     assert!(ok && report.trim().is_empty(), "promtool check metrics: {report}");
+}
+
+/// `check ARGS…`: (exit code, stdout, stderr).
+async fn check(args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["check".to_string()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    let out = pathprobe_async(all).await;
+    (out.status.code(), stdout(&out), stderr(&out))
+}
+
+#[tokio::test]
+async fn a_401_with_no_credentials_sent_says_so_and_names_the_flags() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(401, "no")).await;
+    let (code, out, _) = check(&[&format!("http://{}/", server.addr)]).await;
+    assert_eq!(code, Some(1));
+    assert!(out.contains("HTTP 401 with no credentials sent"), "{out}");
+    assert!(
+        out.contains("--basic-auth-user") && out.contains("--bearer-token-file"),
+        "{out}"
+    );
+    assert!(!out.contains("password file") && !out.contains("basic_auth"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "wrong\n").unwrap();
+    let (_, out, _) = check(&[
+        "--basic-auth-user",
+        "root@pam",
+        "--basic-auth-password-file",
+        pw.to_str().unwrap(),
+        &format!("http://{}/", server.addr),
+    ])
+    .await;
+    assert!(
+        out.contains(
+            "HTTP 401: the target refused the credentials sent — check the password in --basic-auth-password-file"
+        ),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_hostname_mismatch_names_the_name_asked_for_and_the_names_the_certificate_holds() {
+    let ca = testbed::TestCa::new();
+    let server = testbed::https(
+        &ca.issue_valid(&["grafana.example.internal", "grafana"]),
+        |_: &testbed::Seen<'_>| Reply::new(200, "ok"),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    let (code, out, _) = check(&[
+        "--ca-file",
+        ca_file.to_str().unwrap(),
+        &format!("tls://{}", server.addr),
+    ])
+    .await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains(&format!(
+            "certificate of {} is for grafana.example.internal, grafana, not 127.0.0.1, the name asked for: fix the URL, or set --server-name to a name the certificate holds",
+            server.addr
+        )),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn https_to_a_plain_http_port_says_it_was_not_tls() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let url = format!("https://{}/", server.addr);
+    let (code, out, _) = check(&[&url]).await;
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains(&format!(
+            "{} did not answer in TLS: it speaks plain text there, not TLS — use http://",
+            server.addr
+        )),
+        "{out}"
+    );
+    let (_, out, _) = check(&["--json", &url]).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["reason"], "tls_handshake");
+    assert!(v["error"].as_str().unwrap().contains("not TLS"), "{v}");
+}
+
+#[tokio::test]
+async fn untrusted_advice_fits_whether_a_ca_file_was_given_and_json_tls_is_null_without_a_handshake() {
+    let now = time::OffsetDateTime::now_utc();
+    let served = testbed::self_signed_ca(
+        &["127.0.0.1"],
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    let other = testbed::self_signed_ca(
+        &["127.0.0.1"],
+        now - time::Duration::days(1),
+        now + time::Duration::days(30),
+    );
+    let server = testbed::https(&served, |_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let target = format!("tls://{}", server.addr);
+    let (_, out, _) = check(&[&target]).await;
+    assert!(
+        out.contains("tls_untrusted")
+            && out.contains("pass --ca-file with its CA or the certificate itself, or --insecure"),
+        "{out}"
+    );
+    assert!(!out.contains("tls.ca_file"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let wrong = dir.path().join("other.pem");
+    std::fs::write(&wrong, &other.cert_pem).unwrap();
+    let (_, out, _) = check(&["--ca-file", wrong.to_str().unwrap(), &target]).await;
+    assert!(
+        out.contains("does not verify against the CA given with --ca-file"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("pass --ca-file") && !out.contains("set tls.ca_file"),
+        "{out}"
+    );
+    let (_, out, _) = check(&["--json", "--ca-file", wrong.to_str().unwrap(), &target]).await;
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["reason"], "tls_untrusted");
+    assert!(v["tls"].is_null(), "no handshake completed: {v}");
+
+    let pinned = dir.path().join("pinned.pem");
+    std::fs::write(&pinned, &served.cert_pem).unwrap();
+    let (code, out, _) = check(&["--json", "--ca-file", pinned.to_str().unwrap(), &target]).await;
+    assert_eq!(code, Some(0), "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["tls"]["version"], "TLSv1.3", "{v}");
+}
+
+/// The runbook tool in an incident: one target's missing Secret key does not stop `check` of
+/// another; flags override the named target's settings (and say so); an unknown name gets a
+/// "did you mean".
+#[tokio::test]
+async fn check_of_a_name_survives_errors_elsewhere_and_applies_flags_as_overrides() {
+    let slow = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let teapot = testbed::http(|_: &testbed::Seen<'_>| Reply::new(418, "short and stout")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "agent: {{ source_cluster: prod }}\ntargets:\n  - {{ name: proxmox, kind: http, url: \"http://{slow}/\", basic_auth: {{ username: root@pam, password_file: secrets/missing }} }}\n  - {{ name: web, kind: http, url: \"http://{teapot}/\" }}\n  - {{ name: vault, kind: tcp, address: \"10.0.0.1\" }}\n",
+            slow = slow.addr,
+            teapot = teapot.addr
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap();
+
+    // web alone: the other targets' errors are warnings.
+    let (code, out, err) = check(&["--config", p, "web"]).await;
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(out.contains("http_status"), "{out}");
+    assert!(err.contains("2 error(s) in targets not asked for"), "{err}");
+    assert!(
+        err.contains("targets[0].basic_auth.password_file: cannot read"),
+        "{err}"
+    );
+    assert!(err.contains("targets[2].address"), "{err}");
+
+    // Flags override the named target's settings, and say so.
+    let (code, out, err) = check(&[
+        "--config",
+        p,
+        "--expect-status",
+        "418",
+        "--timeout",
+        "2s",
+        "--insecure",
+        "web",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains("note: web: --timeout, --expect-status override(s) the inventory's settings"),
+        "{err}"
+    );
+    assert!(err.contains("note: web: --insecure do(es) not apply"), "{err}");
+
+    // The broken target itself is still refused, with its real path.
+    let (code, _, err) = check(&["--config", p, "proxmox"]).await;
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("targets[0].basic_auth.password_file: cannot read"),
+        "{err}"
+    );
+    assert!(!err.contains("targets[2]"), "only what proxmox needs: {err}");
+    // …unless the flags supply what it lacks.
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    let (code, out, err) = check(&[
+        "--config",
+        p,
+        "--basic-auth-user",
+        "root@pam",
+        "--basic-auth-password-file",
+        pw.to_str().unwrap(),
+        "proxmox",
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    let (code, _, err) = check(&["--config", p, "prox"]).await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("did you mean `proxmox`?"), "{err}");
+}
+
+#[tokio::test]
+async fn one_sample_is_singular() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "# TYPE up gauge\nup 1\n")).await;
+    let (code, out, _) = check(&[&format!("scrape+http://{}/metrics", server.addr)]).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("HTTP 200, 1 sample\n"), "{out}");
+}
+
+/// An inventory shared by clusters leaves `agent.source_cluster` to the agents' command line:
+/// `check` needs no cluster at all, `validate` takes `PATHPROBE_SOURCE_CLUSTER` as the agent does.
+#[tokio::test]
+async fn an_inventory_without_source_cluster_serves_check_and_validates_with_the_env() {
+    let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inv.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "targets:\n  - {{ name: web, kind: http, url: \"http://{}/\" }}\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let run = move |args: Vec<String>, cluster: Option<&'static str>| {
+        tokio::task::spawn_blocking(move || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_pathprobe"));
+            c.args(&args).env_remove("PATHPROBE_SOURCE_CLUSTER");
+            if let Some(v) = cluster {
+                c.env("PATHPROBE_SOURCE_CLUSTER", v);
+            }
+            c.output().unwrap()
+        })
+    };
+    let out = run(vec!["check".into(), "--config".into(), p.clone(), "web".into()], None)
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(vec!["validate".into(), p.clone()], None).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("--source-cluster or PATHPROBE_SOURCE_CLUSTER"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(vec!["validate".into(), p], Some("prod")).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn diagnose_without_a_prometheus_to_ask_exits_2_with_the_reason() {
+    let addr = testbed::refused_port().await;
+    let out = pathprobe_async(vec!["diagnose".into(), "--prometheus".into(), format!("http://{addr}")]).await;
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("cannot reach Prometheus at http://{addr}: connect_refused")),
+        "{err}"
+    );
+}
+
+#[test]
+fn diagnose_refuses_a_bad_url_or_selector_with_exit_2_and_no_secret() {
+    let out = pathprobe(&["diagnose", "--prometheus", "http://admin:hunter2@127.0.0.1:1"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("credentials in the URL are not supported"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!stderr(&out).contains("hunter2"));
+    let out = pathprobe(&["diagnose", "--prometheus", "http://127.0.0.1:1", "job/"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("`job/` is not JOB or JOB/INSTANCE"),
+        "{}",
+        stderr(&out)
+    );
 }

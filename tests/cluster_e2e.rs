@@ -4,114 +4,22 @@
 //! and a fault on one node's path must make `PathprobeNodePathBroken` true for that node and
 //! target only. Needs root.
 
+#[path = "common/cluster.rs"]
+mod cluster;
 #[path = "common/sh.rs"]
 mod sh;
 
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use sh::{in_ns, require_root, run};
+use cluster::{query_at, wait_at, Cluster};
+use sh::in_ns;
 
 const SRV: &str = "10.77.0.2";
 const MON: &str = "10.77.0.100";
+const PROM: &str = "10.77.0.100:9090";
 
-/// Namespaces on one bridge; processes and namespaces removed on drop.
-struct Cluster {
-    prefix: String,
-    namespaces: Vec<String>,
-    children: Vec<Child>,
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn new() -> Cluster {
-        require_root();
-        static N: AtomicU32 = AtomicU32::new(0);
-        let prefix = format!("pe{}{}", std::process::id() % 10_000, N.fetch_add(1, Ordering::SeqCst));
-        let mut c = Cluster {
-            prefix,
-            namespaces: Vec::new(),
-            children: Vec::new(),
-            dir: tempfile::tempdir().unwrap(),
-        };
-        let lan = c.ns("lan");
-        in_ns(&lan, &["ip", "link", "add", "br0", "type", "bridge"]);
-        in_ns(&lan, &["ip", "link", "set", "br0", "up"]);
-        c
-    }
-
-    fn ns(&mut self, role: &str) -> String {
-        let name = format!("{}{role}", self.prefix);
-        run(&["ip", "netns", "add", &name]);
-        in_ns(&name, &["ip", "link", "set", "lo", "up"]);
-        self.namespaces.push(name.clone());
-        name
-    }
-
-    /// A host on the bridge with `ip`.
-    fn host(&mut self, role: &str, ip: &str) -> String {
-        let ns = self.ns(role);
-        let lan = format!("{}lan", self.prefix);
-        let (inside, outside) = (format!("{}{role}i", self.prefix), format!("{}{role}o", self.prefix));
-        run(&[
-            "ip", "link", "add", &inside, "netns", &ns, "type", "veth", "peer", "name", &outside, "netns", &lan,
-        ]);
-        in_ns(&lan, &["ip", "link", "set", &outside, "master", "br0", "up"]);
-        in_ns(&ns, &["ip", "addr", "add", &format!("{ip}/24"), "dev", &inside]);
-        in_ns(&ns, &["ip", "link", "set", &inside, "up"]);
-        ns
-    }
-
-    fn spawn(&mut self, ns: &str, args: &[&str], env: &[(&str, &str)]) {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(args)
-            .envs(env.iter().copied())
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{args:?}: {e}"));
-        self.children.push(child);
-    }
-
-    fn path(&self, name: &str) -> String {
-        self.dir.path().join(name).display().to_string()
-    }
-
-    fn write(&self, name: &str, text: &str) -> String {
-        std::fs::write(self.dir.path().join(name), text).unwrap();
-        self.path(name)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for c in &mut self.children {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-        for ns in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// Asks Prometheus (inside the `mon` namespace) an instant query; `None` until it answers.
 fn query(mon: &str, promql: &str) -> Option<Vec<serde_json::Value>> {
-    let script = format!(
-        "import json,sys,urllib.parse,urllib.request\nq=urllib.parse.urlencode({{'query':sys.argv[1]}})\nprint(urllib.request.urlopen('http://{MON}:9090/api/v1/query?'+q,timeout=5).read().decode())"
-    );
-    let out = Command::new("ip")
-        .args(["netns", "exec", mon, "python3", "-c", &script, promql])
-        .output()
-        .ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-    if v["status"] != "success" {
-        panic!("query {promql} failed: {v}");
-    }
-    v["data"]["result"].as_array().cloned()
+    query_at(mon, PROM, promql)
 }
 
 fn wait(
@@ -120,20 +28,7 @@ fn wait(
     within: Duration,
     cond: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(r) = query(mon, promql) {
-            if cond(&r) {
-                return r;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {promql}: {:?}",
-            query(mon, promql)
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_at(mon, PROM, promql, within, cond)
 }
 
 /// Every `expr` of every panel of every shipped dashboard, with Grafana's variables filled in.
@@ -152,7 +47,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
             for t in p["targets"].as_array().cloned().unwrap_or_default() {
                 if let Some(expr) = t["expr"].as_str() {
                     let mut e = expr.to_string();
-                    for var in ["$cluster", "$job", "$node", "$target", "$instance"] {
+                    for var in ["$cluster", "$job", "$node", "$target", "$instance", "$network"] {
                         e = e.replace(var, ".*");
                     }
                     e = e
@@ -214,7 +109,7 @@ fn the_shipped_rules_and_dashboards_work_against_agents_on_separate_nodes() {
     let inventory = c.write(
         "inventory.yaml",
         &format!(
-            "agent: {{ source_cluster: inventory-default, network: pod }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n  - {{ name: exporter, job: exporter, kind: scrape, url: \"http://{SRV}:8080/metrics\" }}\n  - {{ name: web-tls, job: web, kind: tls, address: \"{SRV}:8443\", tls: {{ ca_file: ca.pem }} }}\n  - {{ name: legacy, job: legacy, kind: tcp, address: \"{SRV}:9\" }}\n  - {{ name: kube-scheduler, job: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\n"
+            "agent: {{ source_cluster: inventory-default, network: pod }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n  - {{ name: exporter, job: exporter, kind: scrape, url: \"http://{SRV}:8080/metrics\" }}\n  - {{ name: web-tls, job: web, kind: tls, address: \"{SRV}:8443\", tls: {{ ca_file: ca.pem }} }}\n  - {{ name: legacy, job: legacy, kind: tcp, address: \"{SRV}:9\" }}\n  - {{ name: kube-scheduler, job: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\nmesh: {{ peers: {{ static: [\"10.77.0.11:9807\", \"10.77.0.12:9807\"] }}, interval: 1s, timeout: 500ms }}\n"
         ),
     );
     let bin = env!("CARGO_BIN_EXE_pathprobe");

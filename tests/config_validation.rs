@@ -19,7 +19,7 @@ fn fixtures() -> PathBuf {
 const BAD: &[(&str, &str)] = &[
     (
         "unknown_field.yaml",
-        "targets[0].intreval: unknown field `intreval`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `expected`, `why` (line 7, column 5); fix its spelling or remove it",
+        "targets[0].intreval: unknown field `intreval`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `all_addresses`, `max_addresses`, `expected`, `why` (line 7, column 5); did you mean `interval`? fix its spelling or remove it",
     ),
     (
         "malformed_yaml.yaml",
@@ -127,11 +127,12 @@ const BAD: &[(&str, &str)] = &[
     ),
     (
         "password_in_config.yaml",
-        "targets[0].basic_auth.password: unknown field `password`, expected `username` or `password_file` (line 7, column 36); passwords are never written in the config: put it in a file (a mounted Secret) and name it in basic_auth.password_file",
+        "targets[0].basic_auth.password: unknown field `password`, expected `username` or `password_file` (line 7, column 36); passwords are never written in the config: put it in a file (a mounted Secret) and name it in basic_auth.password_file\n\
+         targets[0].basic_auth.password_file: missing; name the file that holds the password (a mounted Secret), passwords are never written in the config",
     ),
     (
         "missing_source_cluster.yaml",
-        "agent.source_cluster: missing; set it to the cluster this agent runs in (the source_cluster label)",
+        "agent.source_cluster: missing; set it to the cluster this agent runs in (the source_cluster label), or run the agent with --source-cluster or PATHPROBE_SOURCE_CLUSTER",
     ),
     (
         "many_errors.yaml",
@@ -143,7 +144,81 @@ const BAD: &[(&str, &str)] = &[
          targets[2].address: `10.0.0.3` is an IP address; a dns target resolves a name, e.g. kubernetes.default.svc.cluster.local\n\
          targets[2].basic_auth: only http and scrape targets use it, this one is dns; remove it, or change the kind",
     ),
+    (
+        "typos_and_errors.yaml",
+        "agent.netwrok: unknown field `netwrok`, expected one of `source_cluster`, `network`, `resolver` (line 3, column 3); did you mean `network`? fix its spelling or remove it\n\
+         defaults.intervall: unknown field `intervall`, expected one of `interval`, `timeout`, `body_limit` (line 5, column 3); did you mean `interval`? fix its spelling or remove it\n\
+         targets[0].timeout: `5 seconds` is not a duration; write a number and a unit (ms, s, m, h, d, w, y), Prometheus-style, e.g. 500ms, 30s, 5m or 1m30s\n\
+         targets[1].adress: unknown field `adress`, expected one of `name`, `job`, `cluster`, `kind`, `url`, `address`, `interval`, `timeout`, `tls`, `basic_auth`, `bearer_token_file`, `headers`, `method`, `expect`, `body_limit`, `max_redirects`, `all_addresses`, `max_addresses`, `expected`, `why` (line 13, column 5); did you mean `address`? fix its spelling or remove it\n\
+         targets[1].address: missing; tcp targets need address: host:port\n\
+         targets[2].tls.ca_fil: unknown field `ca_fil`, expected one of `insecure_skip_verify`, `ca_file`, `server_name`, `cert_file`, `key_file` (line 14, column 64); did you mean `ca_file`? fix its spelling or remove it\n\
+         targets[2].kind: `https` is not a probe kind; use one of tcp, tls, http, scrape, dns\n\
+         targets[3].interval: invalid type: map, expected a single value (a string or a number) (line 18, column 5); give it a value of the expected type",
+    ),
+    (
+        "all_addresses_on_dns.yaml",
+        "targets[0].all_addresses: dns targets already report every address they resolve to (resolved); remove it",
+    ),
+    (
+        "max_addresses_without_all.yaml",
+        "targets[0].max_addresses: only used with all_addresses: true; set that, or remove max_addresses",
+    ),
+    (
+        "max_addresses_too_many.yaml",
+        "targets[0].max_addresses: `500` is not a number of addresses; use a whole number from 1 to 64 (each address has its own series)",
+    ),
 ];
+
+/// Four typos and four other errors, in one run: unknown fields no longer stop at the first
+/// and hide the rest (`targets[1].adress` used to hide `targets[0].timeout`).
+#[test]
+fn every_unknown_field_comes_with_every_other_error_in_one_run() {
+    let e = config::load(&fixtures().join("typos_and_errors.yaml")).unwrap_err();
+    let want: Vec<&str> = BAD
+        .iter()
+        .find(|(f, _)| *f == "typos_and_errors.yaml")
+        .map(|(_, w)| w.lines().map(str::trim).collect())
+        .unwrap();
+    assert_eq!(want.len(), 8);
+    let got: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(got, want);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "agent.netwrok",
+            "defaults.intervall",
+            "targets[0].timeout",
+            "targets[1].adress",
+            "targets[1].address",
+            "targets[2].tls.ca_fil",
+            "targets[2].kind",
+            "targets[3].interval"
+        ]
+    );
+}
+
+#[test]
+fn the_same_typo_in_two_targets_is_reported_at_each_line() {
+    let yaml = "agent: { source_cluster: a }\ntargets:\n  - name: x\n    kind: tcp\n    adress: 10.0.0.1:22\n  - name: y\n    kind: tcp\n    adress: 10.0.0.2:22\n";
+    let e = config::parse(yaml, Path::new(".")).unwrap_err();
+    let unknown: Vec<&config::ConfigError> = e.iter().filter(|e| e.message.starts_with("unknown field")).collect();
+    assert_eq!(unknown.len(), 2, "{e}");
+    assert_eq!(unknown[0].path, "targets[0].adress");
+    assert!(unknown[0].message.contains("(line 5, column 5)"), "{e}");
+    assert_eq!(unknown[1].path, "targets[1].adress");
+    assert!(unknown[1].message.contains("(line 8, column 5)"), "{e}");
+}
+
+#[test]
+fn a_field_of_the_wrong_shape_is_one_error_not_also_missing() {
+    let yaml = "agent: { source_cluster: a }\ntargets:\n  - { name: [x, y], kind: tcp, address: \"10.0.0.1:22\" }\n  - { name: z, kind: tcp, address: \"10.0.0.2\" }\n";
+    let e = config::parse(yaml, Path::new(".")).unwrap_err();
+    let got: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(got.len(), 2, "{e}");
+    assert!(got[0].starts_with("targets[0].name: invalid type: sequence"), "{e}");
+    assert!(got[1].starts_with("targets[1].address: `10.0.0.2` has no port"), "{e}");
+}
 
 /// Fixtures that must validate.
 const GOOD: &[&str] = &["good_absent_with_settings.yaml"];
@@ -445,6 +520,20 @@ fn defaults_and_overrides() {
 }
 
 #[test]
+fn all_address_mode_is_off_by_default_and_bounded_when_on() {
+    let inv = parse(
+        "agent: {source_cluster: prod}\n\
+         targets:\n\
+         - {name: a, kind: http, url: 'http://api.example.internal/'}\n\
+         - {name: b, kind: tcp, address: 'api.example.internal:443', all_addresses: true}\n\
+         - {name: c, kind: tls, address: 'api.example.internal:443', all_addresses: true, max_addresses: 2}\n",
+    )
+    .unwrap();
+    let modes: Vec<Option<usize>> = inv.targets.iter().map(|t| t.all_addresses).collect();
+    assert_eq!(modes, [None, Some(8), Some(2)]);
+}
+
+#[test]
 fn a_timeout_longer_than_the_interval_is_a_warning() {
     let loaded = config::parse_with_warnings(
         "agent: {source_cluster: prod}\n\
@@ -477,7 +566,7 @@ fn a_timeout_longer_than_the_interval_is_a_warning() {
 fn secrets_are_read_trimmed_and_never_shown() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "password", "hunter2-pw\n\n");
-    write(dir.path(), "token", "tok-abc123\r\n");
+    write(dir.path(), "token", "  tok-abc123 \r\n\n");
     let text = "agent: {source_cluster: prod}\n\
          targets:\n\
          - {name: a, kind: http, url: 'https://10.0.0.1/', basic_auth: {username: admin, password_file: password}}\n\
@@ -485,8 +574,8 @@ fn secrets_are_read_trimmed_and_never_shown() {
     let path = write(dir.path(), "inventory.yaml", text);
     let inv = config::load(&path).unwrap();
     match &inv.targets[0].http.as_ref().unwrap().auth {
-        // Exactly one trailing newline is trimmed.
-        Some(Auth::Basic { password, .. }) => assert_eq!(password.expose(), "hunter2-pw\n"),
+        // Surrounding whitespace is trimmed, as Prometheus does.
+        Some(Auth::Basic { password, .. }) => assert_eq!(password.expose(), "hunter2-pw"),
         other => panic!("{other:?}"),
     }
     match &inv.targets[1].http.as_ref().unwrap().auth {
@@ -699,4 +788,129 @@ fn a_client_key_that_does_not_match_its_certificate_is_refused_at_load() {
         err.starts_with("targets[0].tls.key_file: ") && err.contains("does not belong to cert_file"),
         "{err}"
     );
+}
+
+/// The fields a raw struct accepts, as serde lists them when it meets one it does not know.
+fn fields_of<T: serde::de::DeserializeOwned>() -> Vec<String> {
+    let err = match serde_yaml_ng::from_str::<T>("__not_a_field__: 1") {
+        Ok(_) => panic!("an unknown field was accepted"),
+        Err(e) => e.to_string(),
+    };
+    let expected = err
+        .split_once("expected")
+        .unwrap_or_else(|| panic!("no field list in {err:?}"))
+        .1;
+    expected.split('`').skip(1).step_by(2).map(String::from).collect()
+}
+
+/// Every field of the inventory, as a full path (`targets[].tls.ca_file`), from the code.
+fn inventory_fields() -> Vec<String> {
+    use pathprobe::config::raw::*;
+    let sections: Vec<(&str, Vec<String>)> = vec![
+        ("", fields_of::<RawConfig>()),
+        ("agent.", fields_of::<RawAgent>()),
+        ("agent.resolver.", fields_of::<RawResolver>()),
+        ("defaults.", fields_of::<RawDefaults>()),
+        ("targets[].", fields_of::<RawTarget>()),
+        ("targets[].tls.", fields_of::<RawTls>()),
+        ("targets[].basic_auth.", fields_of::<RawBasicAuth>()),
+        ("targets[].expect.", fields_of::<RawExpect>()),
+        ("discovery.", fields_of::<RawDiscovery>()),
+        ("discovery.prometheus.", fields_of::<RawPrometheusDiscovery>()),
+        ("mesh.", fields_of::<pathprobe::mesh::config::RawMesh>()),
+        ("mesh.peers.", fields_of::<pathprobe::mesh::config::RawPeers>()),
+    ];
+    let mut out = Vec::new();
+    for (prefix, fields) in sections {
+        for f in fields {
+            let path = format!("{prefix}{f}");
+            // The sections themselves are documented by their own headings.
+            if !["agent", "defaults", "targets", "discovery", "mesh"].contains(&path.as_str()) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+fn reference() -> String {
+    fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/inventory.md")).unwrap()
+}
+
+/// docs/inventory.md documents every field the code accepts, and nothing the code does not.
+#[test]
+fn the_inventory_reference_documents_every_field_and_only_real_ones() {
+    let doc = reference();
+    let fields = inventory_fields();
+    assert!(fields.len() > 30, "{fields:?}");
+    let documented: Vec<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`'))
+        .map(|(path, _)| path.to_string())
+        .filter(|p| {
+            ["agent.", "defaults.", "targets[].", "discovery.", "mesh."]
+                .iter()
+                .any(|s| p.starts_with(s))
+        })
+        .collect();
+    let missing: Vec<&String> = fields.iter().filter(|f| !documented.contains(f)).collect();
+    assert!(
+        missing.is_empty(),
+        "docs/inventory.md has no row for {missing:?}: add one (type, default, what, example)"
+    );
+    let unknown: Vec<&String> = documented.iter().filter(|d| !fields.contains(d)).collect();
+    assert!(
+        unknown.is_empty(),
+        "docs/inventory.md documents fields the code does not have: {unknown:?}"
+    );
+    for row in doc
+        .lines()
+        .filter(|l| l.starts_with("| `") && documented.iter().any(|d| l.starts_with(&format!("| `{d}`"))))
+    {
+        let cells: Vec<&str> = row.split(" | ").collect();
+        assert_eq!(
+            cells.len(),
+            5,
+            "a row needs field, type, default, what and example: {row}"
+        );
+        assert!(
+            cells.iter().all(|c| !c.trim().trim_matches('|').trim().is_empty()),
+            "empty cell in {row}"
+        );
+    }
+}
+
+/// The reference's full example is a valid inventory.
+#[test]
+fn the_inventory_reference_example_validates() {
+    let doc = reference();
+    let yaml = doc
+        .split("```yaml\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a yaml example");
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pathprobe::testbed::TestCa::new();
+    let client = ca.issue_valid(&["pathprobe-client"]);
+    for (name, text) in [
+        ("secrets/proxmox-ruapehu-password", "not-a-real-password\n"),
+        ("secrets/mimir-token", "not-a-real-token\n"),
+        ("certs/nas.pem", ca.cert_pem.as_str()),
+        ("certs/internal-ca.pem", ca.cert_pem.as_str()),
+        ("certs/client.pem", client.cert_pem.as_str()),
+        ("certs/client.key", client.key_pem.as_str()),
+    ] {
+        let p = dir.path().join(name);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    let inv = config::parse(yaml, dir.path()).unwrap_or_else(|e| panic!("the example is invalid:\n{e}"));
+    assert_eq!(inv.targets.len(), 4 + 6);
+    assert_eq!(inv.absent.len(), 1);
+    // Every field of the code is used by the example.
+    for field in inventory_fields() {
+        let leaf = field.rsplit(['.', ']']).next().unwrap();
+        assert!(yaml.contains(&format!("{leaf}:")), "the example does not use {field}");
+    }
 }

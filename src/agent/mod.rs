@@ -16,7 +16,10 @@ use thiserror::Error;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::config::{self, ConfigErrors};
-use crate::metrics::{Exporter, ReloadResult, Source, TargetLabels};
+use crate::diagnose::Verdict;
+use crate::discovery::{self, Refresh};
+use crate::mesh::{self, Mesh};
+use crate::metrics::{self, Exporter, ReloadResult, Source, TargetLabels};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::schedule::{self, BoxFuture, Hooks, Scheduler};
 use crate::serve::{self, ListenError};
@@ -40,17 +43,31 @@ pub struct Options {
     pub source_cluster: Option<String>,
     /// Overrides `agent.network` (one inventory shared by the host and pod DaemonSets).
     pub network: Option<crate::target::Network>,
+    /// Overrides `mesh.peers` with a DNS name, when the inventory has a mesh.
+    pub mesh_dns: Option<String>,
 }
 
 impl Options {
     /// Loads the inventory and applies the command line's overrides of the agent's identity.
     fn load(&self) -> Result<config::Loaded, ConfigErrors> {
-        let mut loaded = config::load_with_warnings(&self.config)?;
+        let mut loaded = config::load_as(&self.config, self.source_cluster.as_deref())?;
         if let Some(cluster) = &self.source_cluster {
             loaded.inventory.agent.source_cluster = cluster.clone();
         }
         if let Some(network) = self.network {
             loaded.inventory.agent.network = network;
+        }
+        if let (Some(name), Some(m)) = (&self.mesh_dns, &loaded.inventory.mesh) {
+            let Some(name) = mesh::config::dns_name(name) else {
+                return Err(config::ConfigError::new(
+                    "--mesh-dns",
+                    format!("`{name}` is not a DNS name; give the headless Service's name, e.g. pathprobe-pod.pathprobe.svc.cluster.local"),
+                )
+                .into());
+            };
+            let mut m = (**m).clone();
+            m.peers = mesh::config::PeerSource::Dns(name);
+            loaded.inventory.mesh = Some(Arc::new(m));
         }
         Ok(loaded)
     }
@@ -79,11 +96,44 @@ struct Shared {
     source: RwLock<Source>,
     ready: AtomicBool,
     draining: AtomicBool,
+    /// When the latest reload was rejected, and its errors; cleared by a good one.
+    rejected: RwLock<Option<(SystemTime, String)>>,
+    /// The fleet's verdicts by (job, instance key), from Prometheus when discovery is on.
+    verdicts: RwLock<std::collections::HashMap<(String, String), Verdict>>,
+    /// The node mesh: peers, their latest results, the names learned.
+    mesh: Mesh,
 }
 
 impl Shared {
     fn exporter(&self) -> Arc<Exporter> {
         self.exporter.read().expect("not poisoned").clone()
+    }
+
+    /// This agent as `/mesh` names it, in its current state.
+    fn identity(&self) -> crate::probe::mesh::Identity {
+        let source = self.source.read().expect("not poisoned").clone();
+        let state = if self.draining.load(Ordering::Acquire) {
+            "draining"
+        } else if self.ready.load(Ordering::Acquire) {
+            "ready"
+        } else {
+            "starting"
+        };
+        crate::probe::mesh::Identity {
+            node: source.node,
+            source_cluster: source.cluster,
+            network: source.network,
+            state: state.to_string(),
+            peers: Default::default(),
+        }
+    }
+
+    /// Everything the scheduler runs: the inventory's targets and the mesh's probes.
+    /// One copy of each, shared by the scheduler and the status rows; the inventory's first.
+    fn scheduled(&self, inv: &Inventory) -> Vec<Arc<Target>> {
+        let mut all: Vec<Arc<Target>> = inv.targets.iter().cloned().map(Arc::new).collect();
+        all.extend(self.mesh.targets(&inv.agent.source_cluster).into_iter().map(Arc::new));
+        all
     }
 }
 
@@ -110,6 +160,10 @@ impl Hooks for AgentHooks {
     }
 
     fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
+        if let (Some(peer), Some(result)) = (&target.peer, &outcome) {
+            self.0.mesh.record(peer, result, &self.0.identity());
+            return;
+        }
         if let Some(result) = outcome {
             self.0.exporter().observe(target, &result);
             self.0.status.record(target, result);
@@ -117,6 +171,10 @@ impl Hooks for AgentHooks {
     }
 
     fn skipped(&self, target: &Target) {
+        if target.peer.is_some() {
+            tracing::debug!(peer = %target.instance, "previous mesh probe still running; tick skipped");
+            return;
+        }
         tracing::debug!(target = %target.name, instance = %target.instance, "previous probe still running; tick skipped");
         self.0.exporter().skipped(target);
     }
@@ -134,14 +192,15 @@ fn context_of(inv: &Inventory) -> Result<ProbeContext, String> {
     let resolver = Resolver::new(&inv.agent.resolver).map_err(|e| e.to_string())?;
     Ok(ProbeContext {
         resolver: Arc::new(resolver),
+        pin: None,
     })
 }
 
 /// Declares every target of `inv` in a fresh exporter.
-fn exporter_for(targets: &[Arc<Target>], inv: &Inventory, source: &Source) -> Exporter {
+fn exporter_for(inv: &Inventory, source: &Source) -> Exporter {
     let e = Exporter::new(source);
-    e.reserve(targets.len() + inv.absent.len());
-    for t in targets {
+    e.reserve(inv.targets.len() + inv.absent.len());
+    for t in &inv.targets {
         e.add_target(t);
     }
     for a in &inv.absent {
@@ -182,26 +241,29 @@ async fn serve_inventory(
     for w in &loaded.warnings {
         tracing::warn!(config = %path, "{w}");
     }
-    // One copy of each target, shared by the scheduler and the status rows; the inventory
-    // kept for the next reload needs only its absent targets and the files it names.
-    let mut inventory = loaded.inventory;
-    let targets: Vec<Arc<Target>> = std::mem::take(&mut inventory.targets)
-        .into_iter()
-        .map(Arc::new)
-        .collect();
+    // The inventory is kept whole for the next reload: discovery merges under its static targets.
+    let inventory = loaded.inventory;
     let local = listener.local_addr().unwrap_or(opts.listen);
     let source = source_of(&inventory, &opts.node);
     let ctx = context_of(&inventory).map_err(StartError::Resolver)?;
     let shared = Arc::new(Shared {
-        exporter: RwLock::new(Arc::new(exporter_for(&targets, &inventory, &source))),
+        exporter: RwLock::new(Arc::new(exporter_for(&inventory, &source))),
         ctx: RwLock::new(Arc::new(ctx)),
         status: Status::default(),
         node: opts.node.clone(),
         source: RwLock::new(source),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
+        rejected: RwLock::new(None),
+        verdicts: RwLock::new(Default::default()),
+        mesh: Mesh::new(local),
     });
-    shared.status.set_inventory(&targets, &inventory.absent);
+    shared.mesh.set_settings(inventory.mesh.clone());
+    shared.exporter().set_discovery(inventory.discovery.is_some());
+    let targets = shared.scheduled(&inventory);
+    shared
+        .status
+        .set_inventory(&targets[..inventory.targets.len()], &inventory.absent);
 
     let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
@@ -223,6 +285,10 @@ async fn serve_inventory(
     let mut current = inventory;
     scheduler.apply(targets);
     trim_heap();
+    let mut disc = Discovered::new();
+    disc.restart(&shared, &current);
+    let mut meshed = Meshed::new();
+    meshed.restart(&shared, &current);
     shared.ready.store(true, Ordering::Release);
 
     let mut poll = tokio::time::interval(opts.reload_poll);
@@ -234,9 +300,14 @@ async fn serve_inventory(
             _ = hangup.recv() => {
                 tracing::info!("SIGHUP: reloading the inventory");
                 watch.forget();
-                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts);
+                reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc, &mut meshed);
             }
-            _ = poll.tick() => reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts),
+            _ = poll.tick() => reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc, &mut meshed),
+            Some(refresh) = disc.rx.recv() => disc.refreshed(refresh, &shared, &mut scheduler, &current),
+            Some(refresh) = meshed.rx.recv() => {
+                let merged = disc.merge(&current);
+                meshed.refreshed(refresh, &shared, &mut scheduler, &merged);
+            }
         }
     }
 
@@ -262,6 +333,8 @@ fn reload_if_changed(
     watch: &mut reload::Watch,
     current: &mut Inventory,
     opts: &Options,
+    disc: &mut Discovered,
+    meshed: &mut Meshed,
 ) {
     if !watch.changed() && watch.last_failure.is_none() {
         return;
@@ -270,17 +343,38 @@ fn reload_if_changed(
         for w in &loaded.warnings {
             tracing::warn!(config = %opts.config.display(), "{w}");
         }
-        let mut next = loaded.inventory;
-        apply(shared, scheduler, current, &mut next)?;
+        let next = loaded.inventory;
+        let before = disc.merge(current);
+        let after = if next.discovery.is_some() {
+            disc.merge(&next)
+        } else {
+            next.clone()
+        };
+        let mesh_before = shared.mesh.settings();
+        if mesh_before != next.mesh {
+            shared.mesh.set_settings(next.mesh.clone());
+        }
+        if let Err(e) = apply(shared, scheduler, &before, &after) {
+            if shared.mesh.settings() != mesh_before {
+                shared.mesh.set_settings(mesh_before);
+            }
+            return Err(e);
+        }
         Ok(next)
     });
     let exporter = shared.exporter();
     match outcome {
         Ok(next) => {
             watch.loaded(&next);
+            // A new resolver (agent.resolver) reaches the peer-list task only through a restart.
+            if meshed.settings != next.mesh || current.agent.resolver != next.agent.resolver {
+                meshed.restart(shared, &next);
+            }
             *current = next;
+            disc.restart(shared, current);
             trim_heap();
             exporter.reloaded(ReloadResult::Success);
+            *shared.rejected.write().expect("not poisoned") = None;
         }
         Err(errors) if watch.last_failure.as_deref() == Some(errors.as_str()) => {}
         Err(errors) => {
@@ -289,6 +383,7 @@ fn reload_if_changed(
                 tracing::error!(config = %opts.config.display(), "{e}");
             }
             tracing::error!("inventory rejected; the running inventory keeps probing");
+            *shared.rejected.write().expect("not poisoned") = Some((SystemTime::now(), errors.clone()));
             watch.last_failure = Some(errors);
         }
     }
@@ -321,17 +416,19 @@ fn apply(
     shared: &Arc<Shared>,
     scheduler: &mut Scheduler<AgentHooks>,
     current: &Inventory,
-    next: &mut Inventory,
+    next: &Inventory,
 ) -> Result<(), String> {
     let ctx = context_of(next).map_err(|e| format!("building the resolver: {e}"))?;
     let source = source_of(next, &shared.node);
     let same_source = *shared.source.read().expect("not poisoned") == source;
     *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
-    let targets: Vec<Arc<Target>> = std::mem::take(&mut next.targets).into_iter().map(Arc::new).collect();
-    shared.status.set_inventory(&targets, &next.absent);
+    let targets = shared.scheduled(next);
+    let declared = &targets[..next.targets.len()];
+    shared.status.set_inventory(declared, &next.absent);
     // The exporter drops results of targets it does not know, so the order below is what keeps
     // series and targets matched: a target is declared before it can be probed, and forgotten
-    // only after its running probe was cancelled (a cancelled probe is never recorded).
+    // only after its running probe was cancelled (a cancelled probe is never recorded). Mesh
+    // probes are recorded by the mesh, never declared here.
     let applied = if same_source {
         let exporter = shared.exporter();
         let absent_now: std::collections::HashSet<TargetLabels> =
@@ -341,7 +438,7 @@ fn apply(
                 exporter.forget(&key);
             }
         }
-        for t in &targets {
+        for t in declared {
             exporter.add_target(t);
         }
         let applied = scheduler.apply(targets);
@@ -355,10 +452,11 @@ fn apply(
         }
         applied
     } else {
-        // The source labels are on every series: a new exporter, counters restart. Removed
-        // targets are cancelled before it is installed; a probe of a removed target that ends
-        // in between is dropped by either exporter, as neither knows it by then.
-        let fresh = Arc::new(exporter_for(&targets, next, &source));
+        // The source labels are on every series: a new exporter, counters restart (but for the
+        // agent's own: reloads and discovery refreshes). Removed targets are cancelled before it
+        // is installed; a probe of a removed target that ends in between is dropped by either
+        // exporter, as neither knows it by then.
+        let fresh = Arc::new(exporter_for(next, &source));
         let applied = scheduler.apply(targets);
         let old = shared.exporter();
         fresh.carry_reloads(&old);
@@ -366,6 +464,7 @@ fn apply(
         *shared.source.write().expect("not poisoned") = source;
         applied
     };
+    shared.exporter().set_discovery(next.discovery.is_some());
     tracing::info!(
         added = applied.added.len(),
         updated = applied.updated.len(),
@@ -376,16 +475,215 @@ fn apply(
     Ok(())
 }
 
+/// Discovery as the control loop sees it: the refresh task, the last good discovered targets,
+/// and what it already logged.
+struct Discovered {
+    runner: Option<discovery::Runner>,
+    /// From the current task only: a restart makes a new channel, so nothing stale arrives.
+    rx: tokio::sync::mpsc::Receiver<Refresh>,
+    /// The last good list (kept while Prometheus cannot be asked).
+    targets: Vec<Target>,
+    /// Identity and URL of `targets`, to skip refreshes that change nothing.
+    fingerprint: std::collections::HashSet<(crate::metrics::TargetLabels, String)>,
+    /// Set by a restart: the next list is applied even if it looks the same (new secrets).
+    force: bool,
+    /// Discovered targets already reported as covered by a static one.
+    reported: std::collections::HashSet<(String, String)>,
+    last_failure: Option<String>,
+}
+
+impl Discovered {
+    fn new() -> Discovered {
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        Discovered {
+            runner: None,
+            rx,
+            targets: Vec::new(),
+            fingerprint: Default::default(),
+            force: false,
+            reported: Default::default(),
+            last_failure: None,
+        }
+    }
+
+    /// The inventory to run: `static_inv` plus the discovered targets it does not cover.
+    fn merge(&mut self, static_inv: &Inventory) -> Inventory {
+        discovery::merge(static_inv, &self.targets, &mut self.reported)
+    }
+
+    /// (Re)starts asking Prometheus with the inventory's settings; stops when it has none.
+    /// The last discovered targets keep probing until the new task answers.
+    fn restart(&mut self, shared: &Arc<Shared>, inv: &Inventory) {
+        self.runner = None;
+        self.force = true;
+        let Some(settings) = inv.discovery.clone() else {
+            self.targets.clear();
+            self.fingerprint.clear();
+            shared.verdicts.write().expect("not poisoned").clear();
+            return;
+        };
+        let ctx = (**shared.ctx.read().expect("not poisoned")).clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(8);
+        self.rx = rx;
+        match discovery::Runner::spawn(settings, ctx, tx) {
+            Ok(r) => self.runner = Some(r),
+            Err(e) => tracing::error!("discovery.prometheus.url: {e}; discovery is off"),
+        }
+    }
+
+    /// Takes one refresh's outcome.
+    fn refreshed(
+        &mut self,
+        refresh: Refresh,
+        shared: &Arc<Shared>,
+        scheduler: &mut Scheduler<AgentHooks>,
+        current: &Inventory,
+    ) {
+        if self.runner.is_none() {
+            return; // from a task stopped since
+        }
+        let exporter = shared.exporter();
+        let found = match refresh {
+            Refresh::Verdicts(verdicts) => {
+                let by_key = verdicts
+                    .into_iter()
+                    .map(|v| ((v.job.clone(), crate::diagnose::instance_key(&v.instance)), v))
+                    .collect();
+                *shared.verdicts.write().expect("not poisoned") = by_key;
+                return;
+            }
+            Refresh::Failed(error) => {
+                exporter.discovery_refreshed(None);
+                if self.last_failure.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(error = %error, kept = self.targets.len(), "asking Prometheus for its targets failed; the last discovered targets keep probing");
+                    self.last_failure = Some(error);
+                }
+                return;
+            }
+            Refresh::Targets(found) => found,
+        };
+        exporter.discovery_refreshed(Some(found.len()));
+        if self.last_failure.take().is_some() {
+            tracing::info!(targets = found.len(), "Prometheus answers again");
+        }
+        let fingerprint: std::collections::HashSet<_> = found
+            .iter()
+            .map(|t| {
+                let url = t.http.as_ref().map(|h| h.url.to_string()).unwrap_or_default();
+                (crate::metrics::TargetLabels::of(t), url)
+            })
+            .collect();
+        if fingerprint == self.fingerprint && !self.force {
+            return;
+        }
+        let before = self.merge(current);
+        self.targets = found;
+        self.fingerprint = fingerprint;
+        self.force = false;
+        let after = self.merge(current);
+        if let Err(e) = apply(shared, scheduler, &before, &after) {
+            tracing::error!("applying the discovered targets: {e}");
+        }
+    }
+}
+
+/// The mesh as the control loop sees it: the peer-list task and what it already logged.
+struct Meshed {
+    runner: Option<mesh::peers::Runner>,
+    /// From the current task only.
+    rx: tokio::sync::mpsc::Receiver<mesh::peers::Refresh>,
+    /// The settings the task runs with.
+    settings: Option<Arc<mesh::MeshSettings>>,
+    last_failure: Option<String>,
+}
+
+impl Meshed {
+    fn new() -> Meshed {
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        Meshed {
+            runner: None,
+            rx,
+            settings: None,
+            last_failure: None,
+        }
+    }
+
+    /// (Re)starts reading the peer list with the inventory's settings; stops without a mesh.
+    /// The peers already known keep being probed until the new task answers.
+    fn restart(&mut self, shared: &Arc<Shared>, inv: &Inventory) {
+        self.runner = None;
+        self.settings = inv.mesh.clone();
+        let Some(settings) = inv.mesh.clone() else { return };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        self.rx = rx;
+        let resolver = shared.ctx.read().expect("not poisoned").resolver.clone();
+        let port = shared.mesh.default_port(&settings);
+        self.runner = Some(mesh::peers::Runner::spawn(settings, port, resolver, tx));
+    }
+
+    /// Takes one refresh: a new peer list reschedules the mesh probes; a failure keeps the last.
+    fn refreshed(
+        &mut self,
+        refresh: mesh::peers::Refresh,
+        shared: &Arc<Shared>,
+        scheduler: &mut Scheduler<AgentHooks>,
+        merged: &Inventory,
+    ) {
+        if self.runner.is_none() {
+            return;
+        }
+        match refresh {
+            mesh::peers::Refresh::Failed(error) => {
+                shared.mesh.refresh_failed();
+                if self.last_failure.as_deref() != Some(error.as_str()) {
+                    tracing::warn!(error = %error, "reading the mesh peers failed; the last peer list keeps being probed");
+                    self.last_failure = Some(error);
+                }
+            }
+            mesh::peers::Refresh::Peers(peers) => {
+                if self.last_failure.take().is_some() {
+                    tracing::info!(peers = peers.len(), "mesh peers read again");
+                }
+                if peers.is_empty() {
+                    tracing::warn!("the mesh peer list is empty; no peer is probed until agents appear");
+                }
+                shared.mesh.set_peers(peers);
+                scheduler.apply(shared.scheduled(merged));
+            }
+        }
+    }
+}
+
 /// The agent's HTTP endpoint.
 struct Routes(Arc<Shared>);
 
 impl serve::Routes for Routes {
+    fn respond_query(&self, path: &str, query: Option<&str>, headers: &http::HeaderMap) -> http::Response<serve::Body> {
+        if path != "/mesh" {
+            return self.respond(path, headers);
+        }
+        let bytes = match mesh_bytes(query) {
+            Ok(b) => b,
+            Err(msg) => return serve::text(400, msg),
+        };
+        let me = self.0.identity();
+        let status = if me.away() { 503 } else { 200 };
+        serve::with_type(status, "application/json", self.0.mesh.answer(&me, bytes))
+    }
+
     fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<serve::Body> {
         let s = &self.0;
         match path {
             "/metrics" => {
                 let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
                 let body = s.exporter().exposition_for(accept);
+                // The mesh's families (a handful of series per peer) follow the exporter's.
+                let source = s.source.read().expect("not poisoned").clone();
+                let mut mesh = String::new();
+                s.mesh
+                    .write_refreshes(&mut mesh, &source, body.format() == metrics::Format::OpenMetrics);
+                s.mesh.write_metrics(&mut mesh, &source);
+                let body = body.with_tail(mesh);
                 serve::streamed(200, body.content_type(), body)
             }
             "/healthz" => serve::text(200, "ok\n"),
@@ -401,7 +699,9 @@ impl serve::Routes for Routes {
             "/" => {
                 let (rows, absent) = s.status.snapshot();
                 let source = s.source.read().expect("not poisoned").clone();
+                let rejected = s.rejected.read().expect("not poisoned").clone();
                 let header = page::Header {
+                    rejected: rejected.as_ref().map(|(at, errors)| (*at, errors.as_str())),
                     node: &source.node,
                     cluster: &source.cluster,
                     network: &source.network,
@@ -410,10 +710,33 @@ impl serve::Routes for Routes {
                 serve::with_type(
                     200,
                     "text/html; charset=utf-8",
-                    page::render(&header, &rows, &absent, SystemTime::now()),
+                    page::render(
+                        &header,
+                        &rows,
+                        &absent,
+                        &s.verdicts.read().expect("not poisoned"),
+                        SystemTime::now(),
+                    ),
                 )
             }
-            _ => serve::text(404, "not found; try /metrics, /healthz, /readyz or /\n"),
+            "/mesh" => self.respond_query(path, None, headers),
+            _ => serve::text(404, "not found; try /metrics, /healthz, /readyz, /mesh or /\n"),
         }
+    }
+}
+
+/// `?bytes=N` of a `/mesh` request: `None` without it, an error over the cap or unreadable.
+fn mesh_bytes(query: Option<&str>) -> Result<Option<usize>, String> {
+    let Some(q) = query else { return Ok(None) };
+    let Some(value) = q.split('&').find_map(|kv| kv.strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    match value.parse::<usize>() {
+        Ok(n) if n <= crate::probe::mesh::MAX_PAYLOAD => Ok(Some(n)),
+        Ok(n) => Err(format!(
+            "bytes={n} is over the cap; ask for at most {} bytes\n",
+            crate::probe::mesh::MAX_PAYLOAD
+        )),
+        Err(_) => Err("bytes must be a whole number of bytes, e.g. /mesh?bytes=8192\n".to_string()),
     }
 }

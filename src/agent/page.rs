@@ -4,8 +4,11 @@
 use std::fmt::Write as _;
 use std::time::{Duration, SystemTime};
 
+use std::collections::HashMap;
+
 use super::status::Row;
-use crate::probe::Phase;
+use crate::diagnose::{instance_key, Verdict};
+use crate::probe::{FamilyOutcome, Phase};
 use crate::report::short;
 use crate::target::AbsentTarget;
 
@@ -15,6 +18,8 @@ pub struct Header<'a> {
     pub cluster: &'a str,
     pub network: &'a str,
     pub ready: bool,
+    /// The latest reload, when it was rejected: when, and its errors (one per line).
+    pub rejected: Option<(SystemTime, &'a str)>,
 }
 
 const STYLE: &str = "
@@ -27,9 +32,11 @@ main{padding:12px 16px}
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{padding:6px 8px;border-bottom:1px solid #e3e6eb;text-align:left;vertical-align:top}
 th{font-size:12px;text-transform:uppercase;color:#5b6475}
+.rejected{margin:0 0 12px;padding:8px 10px;background:#fdecea;border:1px solid #f4c7c3;border-radius:6px;overflow-wrap:anywhere}
 .ok{color:#137333;font-weight:600}.fail{color:#b3261e;font-weight:600}.wait{color:#5b6475}
 .reason{font-family:ui-monospace,Menlo,monospace}
 .meaning,.sub{color:#5b6475;font-size:12px}
+.verdict{margin-top:4px;font-size:12px;color:#1d2330}.verdict b{color:#b3261e}
 .num{font-variant-numeric:tabular-nums;white-space:nowrap}
 @media (max-width:700px){
  table,thead,tbody,tr,td{display:block}thead{display:none}
@@ -39,8 +46,17 @@ th{font-size:12px;text-transform:uppercase;color:#5b6475}
  .num{white-space:normal}
 }";
 
+/// Verdicts by (job, instance key): the fleet's view of each target, from Prometheus.
+pub type Verdicts = HashMap<(String, String), Verdict>;
+
 /// Renders the page.
-pub fn render(header: &Header<'_>, rows: &[Row], absent: &[AbsentTarget], now: SystemTime) -> String {
+pub fn render(
+    header: &Header<'_>,
+    rows: &[Row],
+    absent: &[AbsentTarget],
+    verdicts: &Verdicts,
+    now: SystemTime,
+) -> String {
     let failing = rows
         .iter()
         .filter(|r| r.last.as_ref().is_some_and(|l| !l.success()))
@@ -52,18 +68,40 @@ pub fn render(header: &Header<'_>, rows: &[Row], absent: &[AbsentTarget], now: S
          <meta name=viewport content=\"width=device-width,initial-scale=1\">\
          <meta http-equiv=refresh content=10><title>pathprobe · {node}</title><style>{STYLE}</style></head><body>\
          <header><h1>pathprobe on {node}</h1><p>cluster {cluster} · network {network} · {state}</p></header><main>\
-         <p class=summary id=summary>{total} targets, <span class={cls}>{failing} failing</span>, {absent_n} documented absent</p>\
+         <p class=summary id=summary>{total}, <span class={cls}>{failing} failing</span>, {absent_n} documented absent</p>\
          <table id=targets><thead><tr><th>State</th><th>Target</th><th>Reason</th><th>Phases</th><th>Last success</th><th>Certificate</th></tr></thead><tbody>",
         node = esc(header.node),
         cluster = esc(header.cluster),
         network = esc(header.network),
         state = if header.ready { "ready" } else { "not ready" },
-        total = rows.len(),
+        total = crate::report::plural(rows.len() as u64, "target", "targets"),
         cls = if failing > 0 { "fail" } else { "ok" },
         absent_n = absent.len(),
     );
+    if let Some((at, errors)) = header.rejected {
+        let mut lines = errors.lines().filter(|l| !l.trim().is_empty());
+        let first = lines.next().unwrap_or("");
+        let more = lines.count();
+        let more = if more > 0 {
+            format!(" (and {more} more; every error is in the log)")
+        } else {
+            String::new()
+        };
+        // Placed before the table; the table's rows follow it in the same <main>.
+        let marker = "<table id=targets>";
+        let note = format!(
+            "<p class=rejected id=reload-rejected><b>The inventory was changed and rejected {}</b>: {}{}. The previous inventory keeps probing.</p>",
+            esc(&ago(now, at)),
+            esc(first),
+            esc(&more)
+        );
+        if let Some(i) = out.find(marker) {
+            out.insert_str(i, &note);
+        }
+    }
     for row in rows {
-        row_html(&mut out, row, now);
+        let verdict = verdicts.get(&(row.target.job.clone(), instance_key(&row.target.instance)));
+        row_html(&mut out, row, verdict, now);
     }
     out.push_str("</tbody></table>");
     if !absent.is_empty() {
@@ -80,7 +118,7 @@ pub fn render(header: &Header<'_>, rows: &[Row], absent: &[AbsentTarget], now: S
     out
 }
 
-fn row_html(out: &mut String, row: &Row, now: SystemTime) {
+fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemTime) {
     let t = &row.target;
     let (state, cls) = match &row.last {
         None => ("waiting", "wait"),
@@ -100,12 +138,34 @@ fn row_html(out: &mut String, row: &Row, now: SystemTime) {
         None => out.push_str("<td data-label=Reason>—</td><td data-label=Phases>—</td>"),
         Some(r) => {
             let since = row.since.map(|s| format!(" for {}", age(now, s))).unwrap_or_default();
+            // All-address mode: each address's reason under the target's.
+            let each: Vec<String> = r
+                .addresses
+                .iter()
+                .map(|a| format!("{} {}", a.address.ip(), a.reason.as_str()))
+                .collect();
+            let each = if each.is_empty() {
+                String::new()
+            } else {
+                format!("<div class=sub>{}</div>", esc(&each.join(" · ")))
+            };
+            // A failing target gets the fleet's verdict (diagnose's words) when Prometheus gave one.
+            let fleet = match verdict {
+                // A `healthy` verdict beside a failing row is older than this node's failure.
+                Some(v) if !r.success() && v.verdict != crate::diagnose::Kind::Healthy => format!(
+                    "<div class=verdict data-verdict={}><b>{}</b> — {}</div>",
+                    v.verdict.as_str(),
+                    esc(v.verdict.words()),
+                    esc(&v.summary)
+                ),
+                _ => String::new(),
+            };
             let _ = write!(
                 out,
-                "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div></td>",
+                "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div>{each}{fleet}</td>",
                 r.reason.as_str(),
                 esc(&since),
-                esc(r.reason.meaning())
+                esc(&crate::report::advice(t, r, crate::report::Hints::Inventory))
             );
             let mut phases: Vec<String> = Phase::ALL
                 .iter()
@@ -113,6 +173,17 @@ fn row_html(out: &mut String, row: &Row, now: SystemTime) {
                 .filter_map(|p| r.trace.phase(*p).map(|d| format!("{} {}", p.as_str(), short(d))))
                 .collect();
             phases.push(format!("total {}", short(r.total)));
+            if let Some(dns) = &r.trace.dns {
+                let families: Vec<String> = dns
+                    .families
+                    .iter()
+                    .map(|f| match f.outcome {
+                        FamilyOutcome::Answered => format!("{} {}", f.family.record(), short(f.took)),
+                        o => format!("{} {} {}", f.family.record(), o.as_str(), short(f.took)),
+                    })
+                    .collect();
+                phases.push(format!("dns {}", families.join(", ")));
+            }
             let _ = write!(out, "<td data-label=Phases class=num>{}</td>", esc(&phases.join(" · ")));
         }
     }

@@ -95,7 +95,7 @@ fn log_change(target: &Target, before: Option<Reason>, result: &ProbeResult) {
         (_, false) => tracing::warn!(
             target = %name, instance = %instance, kind, reason,
             error = result.error.as_deref().unwrap_or(""),
-            meaning = result.reason.meaning(),
+            meaning = %crate::report::advice(target, result, crate::report::Hints::Inventory),
             "target failing"
         ),
     }

@@ -124,6 +124,13 @@ pub fn load(path: &Path) -> Result<Inventory, ConfigErrors> {
 
 /// [`load`], keeping the warnings.
 pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigErrors> {
+    load_as(path, None)
+}
+
+/// [`load_with_warnings`] for an agent whose command line names its cluster
+/// (`--source-cluster`, `PATHPROBE_SOURCE_CLUSTER`): then `agent.source_cluster` may be left out
+/// of the inventory (either is enough), and stands in for it as the targets' default `cluster`.
+pub fn load_as(path: &Path, source_cluster: Option<&str>) -> Result<Loaded, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         ConfigError::new(
             path.display().to_string(),
@@ -134,7 +141,7 @@ pub fn load_with_warnings(path: &Path) -> Result<Loaded, ConfigErrors> {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    parse_with_warnings(&text, base_dir)
+    parse_as(&text, base_dir, source_cluster)
 }
 
 /// Parses and validates inventory text; relative file paths resolve against `base_dir`.
@@ -143,35 +150,386 @@ pub fn parse(text: &str, base_dir: &Path) -> Result<Inventory, ConfigErrors> {
 }
 
 /// [`parse`], keeping the warnings.
+///
+/// Every error comes at once: the document's shape errors (unknown fields, wrong types) are
+/// collected and the fields at fault set aside, then the rest is validated, so four typos and a
+/// bad value take one run to see, not five.
 pub fn parse_with_warnings(text: &str, base_dir: &Path) -> Result<Loaded, ConfigErrors> {
-    let raw = parse_raw(text)?;
-    validate_with_warnings(&raw, base_dir).map_err(ConfigErrors)
+    parse_as(text, base_dir, None)
+}
+
+/// [`parse_with_warnings`], with the command line's cluster standing in for a missing
+/// `agent.source_cluster`.
+fn parse_as(text: &str, base_dir: &Path, source_cluster: Option<&str>) -> Result<Loaded, ConfigErrors> {
+    let (raw, structural) = parse_raw_collecting(text);
+    let Some(mut raw) = raw else {
+        return Err(ConfigErrors(structural));
+    };
+    if let Some(cluster) = source_cluster {
+        let agent = raw.agent.get_or_insert_with(Default::default);
+        if agent.source_cluster.as_deref().is_none_or(|s| s.trim().is_empty()) {
+            agent.source_cluster = Some(cluster.to_string());
+        }
+    }
+    if structural.is_empty() {
+        return validate_with_warnings(&raw, base_dir).map_err(ConfigErrors);
+    }
+    Err(ConfigErrors(with_validation(&raw, structural, base_dir)))
+}
+
+/// The shape errors and then every validation error of what is left, in file order. A field
+/// refused for its shape was set aside; what validation then says about the same field
+/// (`missing`) is not news.
+fn with_validation(raw: &RawConfig, mut errors: Vec<ConfigError>, base_dir: &Path) -> Vec<ConfigError> {
+    let set_aside: Vec<String> = errors.iter().map(|e| e.path.clone()).collect();
+    if let Err(more) = validate_with_warnings(raw, base_dir) {
+        errors.extend(
+            more.into_iter()
+                .filter(|e| !set_aside.iter().any(|p| e.path == *p || within(&e.path, p))),
+        );
+    }
+    errors.sort_by_key(|e| file_order(&e.path));
+    errors
+}
+
+/// What `check --config FILE NAME…` loads: the named targets, whatever is wrong elsewhere.
+#[derive(Debug)]
+pub struct ForCheck {
+    /// The agent settings and the named targets (probed and documented-absent).
+    pub loaded: Loaded,
+    /// What is wrong with the targets not asked for: worth a warning, not a refusal.
+    pub elsewhere: Vec<ConfigError>,
+    /// Every target name in the file, for "did you mean".
+    pub names: Vec<String>,
+}
+
+/// Loads the inventory for `check`: only the targets named in `names` (after `adjust`, which
+/// applies `check`'s flags to each) must be valid, with `agent` and `defaults` (where a missing
+/// `source_cluster` is `source_cluster`, or `-`: one probe from here labels nothing); an error in a
+/// target not asked for (a Secret key missing for another target) must not disable the runbook
+/// tool for every target, so it comes back in [`ForCheck::elsewhere`].
+pub fn load_for_check(
+    path: &Path,
+    source_cluster: Option<&str>,
+    names: &[String],
+    mut adjust: impl FnMut(&mut raw::RawTarget),
+) -> Result<ForCheck, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError::new(
+            path.display().to_string(),
+            format!("cannot read the inventory: {e}; check the path"),
+        )
+    })?;
+    let base_dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (raw, structural) = parse_raw_collecting(&text);
+    let Some(mut raw) = raw else {
+        return Err(ConfigErrors(structural));
+    };
+    // One probe from here labels nothing: an inventory shared by clusters, whose agents take
+    // their cluster from the command line, is as good for `check` as one that names it.
+    let agent = raw.agent.get_or_insert_with(Default::default);
+    if agent.source_cluster.as_deref().is_none_or(|s| s.trim().is_empty()) {
+        agent.source_cluster = Some(source_cluster.unwrap_or("-").to_string());
+    }
+    let all = raw.targets.clone().unwrap_or_default();
+    let picked: Vec<usize> = (0..all.len())
+        .filter(|&i| {
+            all[i]
+                .name
+                .as_deref()
+                .is_some_and(|n| names.iter().any(|a| a == n.trim()))
+        })
+        .collect();
+    let concerns_picked = |p: &str| match file_order(p) {
+        n @ 3.. if n != usize::MAX => picked.contains(&(n - 3)),
+        _ => true,
+    };
+    let everything = with_validation(&raw, structural.clone(), base_dir);
+    let elsewhere: Vec<ConfigError> = everything.into_iter().filter(|e| !concerns_picked(&e.path)).collect();
+    let mut fatal: Vec<ConfigError> = structural.into_iter().filter(|e| concerns_picked(&e.path)).collect();
+
+    let mut sub = raw.clone();
+    sub.targets = Some(
+        picked
+            .iter()
+            .map(|&i| {
+                let mut t = all[i].clone();
+                adjust(&mut t);
+                t
+            })
+            .collect(),
+    );
+    let renumber = |e: ConfigError| -> ConfigError {
+        let n = file_order(&e.path);
+        if n >= 3 && n != usize::MAX {
+            let local = format!("targets[{}]", n - 3);
+            let path = e.path.replacen(&local, &format!("targets[{}]", picked[n - 3]), 1);
+            ConfigError { path, ..e }
+        } else {
+            e
+        }
+    };
+    let set_aside: Vec<String> = fatal.iter().map(|e| e.path.clone()).collect();
+    match validate_with_warnings(&sub, base_dir) {
+        Ok(mut loaded) if fatal.is_empty() => {
+            // An empty selection is not "none listed"; and one probe has no interval to fit in.
+            loaded
+                .warnings
+                .retain(|w| w.path != "targets" && !w.message.contains("is not below the interval"));
+            let names = all
+                .iter()
+                .filter_map(|t| t.name.as_deref().map(str::trim).map(String::from))
+                .collect();
+            Ok(ForCheck {
+                loaded,
+                elsewhere,
+                names,
+            })
+        }
+        Ok(_) => Err(ConfigErrors(fatal)),
+        Err(errors) => {
+            fatal.extend(
+                errors
+                    .into_iter()
+                    .map(renumber)
+                    .filter(|e| !set_aside.iter().any(|p| e.path == *p || within(&e.path, p))),
+            );
+            fatal.sort_by_key(|e| file_order(&e.path));
+            Err(ConfigErrors(fatal))
+        }
+    }
+}
+
+/// The candidate closest to `typo` when it is close enough to be what was meant (a slip of a
+/// letter or two), for "did you mean" hints.
+pub fn did_you_mean<'a>(typo: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    let typo_lower = typo.to_lowercase();
+    let allowed = (typo.chars().count() / 3).clamp(1, 3);
+    let candidates: Vec<&str> = candidates.into_iter().collect();
+    let near = candidates
+        .iter()
+        .map(|c| (edit_distance(&typo_lower, &c.to_lowercase()), *c))
+        .filter(|(d, _)| *d <= allowed)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c);
+    // Or a name begun and not finished (`prox` for `proxmox-ruapehu`).
+    near.or_else(|| {
+        candidates
+            .iter()
+            .filter(|c| typo.chars().count() >= 3 && c.to_lowercase().starts_with(&typo_lower))
+            .min_by_key(|c| c.len())
+            .copied()
+    })
+}
+
+/// Levenshtein distance, with a swap of neighbours counted as one edit.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut best = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = best;
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+/// Whether `path` lies inside the field at `outer` (`targets[1].tls.ca_file` in `targets[1].tls`).
+fn within(path: &str, outer: &str) -> bool {
+    path.strip_prefix(outer)
+        .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+}
+
+/// Where a path's section comes in the file: the file as a whole, `agent`, `defaults`, then each
+/// target by index.
+fn file_order(path: &str) -> usize {
+    if path.is_empty() {
+        0
+    } else if path.starts_with("agent") {
+        1
+    } else if path.starts_with("defaults") {
+        2
+    } else if let Some(rest) = path.strip_prefix("targets[") {
+        3 + rest
+            .split(']')
+            .next()
+            .and_then(|i| i.parse::<usize>().ok())
+            .unwrap_or(0)
+    } else {
+        usize::MAX
+    }
 }
 
 /// The structural stage alone: YAML syntax and the shape of the document (unknown fields,
-/// wrong types). Stops at the first such error, as serde does, naming its path and line.
+/// wrong types), each error naming its path and line. Any such error is an error here; see
+/// [`parse_with_warnings`] for the stage that also validates what is left.
 pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigErrors> {
-    // Syntax first, so that a YAML syntax error is not blamed on whatever field serde was in.
-    if let Err(e) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
-        let (msg, at) = strip_location(&e.to_string(), e.location());
-        let at = at.map(|(l, c)| format!(" at line {l}, column {c}")).unwrap_or_default();
-        return Err(ConfigError::new(
-            "",
-            format!("not valid YAML{at}: {msg}; fix the syntax there (indentation, quotes, brackets)"),
-        )
-        .into());
+    match parse_raw_collecting(text) {
+        (Some(raw), errors) if errors.is_empty() => Ok(raw),
+        (_, errors) => Err(ConfigErrors(errors)),
     }
-    let de = serde_yaml_ng::Deserializer::from_str(text);
-    let result: Result<Option<RawConfig>, _> = serde_path_to_error::deserialize(de);
-    match result {
-        // An empty document: validation reports what is missing.
-        Ok(raw) => Ok(raw.unwrap_or_default()),
+}
+
+/// The document as far as its shape allows, and every shape error. `None` when nothing can be
+/// read (a YAML syntax error, or a document that is not a mapping).
+fn parse_raw_collecting(text: &str) -> (Option<RawConfig>, Vec<ConfigError>) {
+    // Syntax first, so that a YAML syntax error is not blamed on whatever field serde was in.
+    let mut doc = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
+        Ok(v) => v,
         Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            Err(structural_error(&path, &inner).into())
+            let (msg, at) = strip_location(&e.to_string(), e.location());
+            let at = at.map(|(l, c)| format!(" at line {l}, column {c}")).unwrap_or_default();
+            return (
+                None,
+                vec![ConfigError::new(
+                    "",
+                    format!("not valid YAML{at}: {msg}; fix the syntax there (indentation, quotes, brackets)"),
+                )],
+            );
+        }
+    };
+    // The first shape error from the text itself, with serde's exact line and column.
+    let de = serde_yaml_ng::Deserializer::from_str(text);
+    let first: Result<Option<RawConfig>, _> = serde_path_to_error::deserialize(de);
+    let mut errors = Vec::new();
+    let mut located = Locator::new(text);
+    let mut err = match first {
+        // An empty document: validation reports what is missing.
+        Ok(raw) => return (Some(raw.unwrap_or_default()), errors),
+        Err(e) => e,
+    };
+    // Then each further one: set the field at fault aside and read the document again. Each
+    // round removes one field, so this ends; the bound is a backstop.
+    for _ in 0..10_000 {
+        let segments: Vec<serde_path_to_error::Segment> = err.path().iter().cloned().collect();
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        let mut error = structural_error(&path, &inner);
+        if inner.location().is_none() {
+            if let Some((line, column)) = segments.last().and_then(|s| match s {
+                serde_path_to_error::Segment::Map { key } => located.next(key),
+                _ => None,
+            }) {
+                error.message = error
+                    .message
+                    .replacen("; ", &format!(" (line {line}, column {column}); "), 1);
+            }
+        } else if let Some(loc) = inner.location() {
+            located.after = (loc.line(), loc.column());
+        }
+        let unknown = error.message.starts_with("unknown field");
+        errors.push(error);
+        if segments.is_empty() || !set_aside(&mut doc, &segments, unknown) {
+            return (None, errors);
+        }
+        let next: Result<Option<RawConfig>, _> = serde_path_to_error::deserialize(doc.clone());
+        match next {
+            Ok(raw) => return (Some(raw.unwrap_or_default()), errors),
+            Err(e) => err = e,
         }
     }
+    (None, errors)
+}
+
+/// Takes the field at `path` out of the document: removed when unknown, emptied (null, so an
+/// optional field reads as absent; an empty mapping for a list item) when of the wrong shape.
+fn set_aside(doc: &mut serde_yaml_ng::Value, path: &[serde_path_to_error::Segment], unknown: bool) -> bool {
+    use serde_path_to_error::Segment;
+    use serde_yaml_ng::Value;
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut cur = doc;
+    for seg in parents {
+        let next = match (seg, cur) {
+            (Segment::Seq { index }, Value::Sequence(items)) => items.get_mut(*index),
+            (Segment::Map { key }, Value::Mapping(m)) => m.get_mut(key.as_str()),
+            _ => None,
+        };
+        match next {
+            Some(v) => cur = v,
+            None => return false,
+        }
+    }
+    match (last, cur) {
+        (Segment::Map { key }, Value::Mapping(m)) if unknown => m.shift_remove(key.as_str()).is_some(),
+        (Segment::Map { key }, Value::Mapping(m)) => match m.get_mut(key.as_str()) {
+            Some(v) if !v.is_null() => {
+                *v = Value::Null;
+                true
+            }
+            _ => false,
+        },
+        (Segment::Seq { index }, Value::Sequence(items)) => match items.get_mut(*index) {
+            Some(v) if v.as_mapping().is_none_or(|m| !m.is_empty()) => {
+                *v = Value::Mapping(Default::default());
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// Finds where keys are written, for the errors found after the first (a `Value` has no
+/// locations). Errors come in file order (everything before one was read without fault), so an
+/// error's key is the first place that key is written after the previous error.
+struct Locator<'a> {
+    text: &'a str,
+    /// Where the previous error was, (line, column), 1-based.
+    after: (usize, usize),
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str) -> Locator<'a> {
+        Locator { text, after: (0, 0) }
+    }
+
+    /// The (line, column) of the first place `key:` is written after the previous error.
+    fn next(&mut self, key: &str) -> Option<(usize, usize)> {
+        let found = key_places(self.text, key).into_iter().find(|p| *p > self.after)?;
+        self.after = found;
+        Some(found)
+    }
+}
+
+/// Every place `key` is written as a mapping key (block or flow style), outside comments.
+fn key_places(text: &str, key: &str) -> Vec<(usize, usize)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = match line.find(" #") {
+            Some(c) => &line[..c],
+            None if line.trim_start().starts_with('#') => continue,
+            None => line,
+        };
+        let mut from = 0;
+        while let Some(pos) = code[from..].find(key) {
+            let at = from + pos;
+            let before = code[..at].chars().next_back();
+            let after = code[at + key.len()..].trim_start_matches([' ', '"', '\'']);
+            let starts = matches!(before, None | Some(' ' | '{' | ',' | '-' | '"' | '\''));
+            if starts && after.starts_with(':') {
+                out.push((i + 1, code[..at].chars().count() + 1));
+            }
+            from = at + key.len();
+        }
+    }
+    out
 }
 
 /// Turns a serde error into `path: what (line, column); fix`.
@@ -194,18 +552,26 @@ fn structural_error(path: &str, err: &serde_yaml_ng::Error) -> ConfigError {
     let msg = quoted_strings().replace_all(&msg, "${1}a string");
     let msg = range::redact_userinfo(&msg);
     let msg = rust_type_names().replace_all(&msg, "a mapping").into_owned();
-    let fix = if msg.starts_with("unknown field `password`") {
-        "passwords are never written in the config: put it in a file (a mounted Secret) and name it in basic_auth.password_file"
+    let fix: String = if msg.starts_with("unknown field `password`") {
+        "passwords are never written in the config: put it in a file (a mounted Secret) and name it in basic_auth.password_file".into()
     } else if msg.starts_with("unknown field `bearer_token`") {
         "tokens are never written in the config: put it in a file (a mounted Secret) and name it in bearer_token_file"
+            .into()
     } else if msg.starts_with("unknown field") {
-        "fix its spelling or remove it"
+        let fields: Vec<&str> = msg.split('`').skip(1).step_by(2).collect();
+        match fields
+            .split_first()
+            .and_then(|(typo, known)| did_you_mean(typo, known.iter().copied()))
+        {
+            Some(near) => format!("did you mean `{near}`? fix its spelling or remove it"),
+            None => "fix its spelling or remove it".into(),
+        }
     } else if msg.starts_with("duplicate field") {
-        "keep only one of them"
+        "keep only one of them".into()
     } else if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
-        "give it a value of the expected type"
+        "give it a value of the expected type".into()
     } else {
-        "fix the document there"
+        "fix the document there".into()
     };
     let path = if path == "." { "" } else { path };
     ConfigError::new(path, format!("{msg}{at}; {fix}"))

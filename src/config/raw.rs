@@ -15,6 +15,27 @@ pub struct RawConfig {
     pub agent: Option<RawAgent>,
     pub defaults: Option<RawDefaults>,
     pub targets: Option<Vec<RawTarget>>,
+    pub discovery: Option<RawDiscovery>,
+    pub mesh: Option<crate::mesh::config::RawMesh>,
+}
+
+/// `discovery:`
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    pub prometheus: Option<RawPrometheusDiscovery>,
+}
+
+/// `discovery.prometheus:` the active targets of a Prometheus, probed as `scrape` targets.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrometheusDiscovery {
+    pub url: Option<String>,
+    /// Anchored regexes on `job`; absent: every job.
+    pub jobs: Option<Vec<String>>,
+    pub refresh: Option<Scalar>,
+    /// What Prometheus's API does not reveal (credentials, TLS), per job regex: a target's fields.
+    pub job_settings: Option<Vec<RawTarget>>,
 }
 
 /// `agent:`
@@ -64,6 +85,11 @@ pub struct RawTarget {
     pub expect: Option<RawExpect>,
     pub body_limit: Option<Scalar>,
     pub max_redirects: Option<Scalar>,
+    /// Probe every address the name resolves to, each with its own series (default: the first
+    /// address that works).
+    pub all_addresses: Option<bool>,
+    /// The most addresses probed in all-address mode (default 8).
+    pub max_addresses: Option<Scalar>,
     /// `false`: a documented-absent target, listed and never probed.
     pub expected: Option<bool>,
     pub why: Option<String>,
@@ -97,6 +123,8 @@ pub struct RawExpect {
     pub body_regex: Option<String>,
     /// `dns` only: at least one of these must be answered.
     pub addresses: Option<Vec<String>>,
+    /// A must-be-blocked target: success is the connection failing.
+    pub blocked: Option<bool>,
 }
 
 /// A YAML scalar kept as text, whatever YAML typed it as (`30`, `30s`, `true`), so that

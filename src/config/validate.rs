@@ -50,7 +50,7 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         None => {
             d.error(
                 "agent.source_cluster",
-                "missing; set it to the cluster this agent runs in (the source_cluster label)",
+                "missing; set it to the cluster this agent runs in (the source_cluster label), or run the agent with --source-cluster or PATHPROBE_SOURCE_CLUSTER",
             );
             String::new()
         }
@@ -126,9 +126,11 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         targets: Vec::new(),
         absent: Vec::new(),
         files: Vec::new(),
+        discovery: None,
+        mesh: None,
     };
     let raw_targets = raw.targets.as_deref().unwrap_or_default();
-    if raw_targets.is_empty() {
+    if raw_targets.is_empty() && raw.discovery.is_none() && raw.mesh.is_none() {
         d.warn("targets", "none listed; the agent will probe nothing");
     }
     // (name, instance) → index of the target that first had it.
@@ -170,6 +172,9 @@ pub fn validate_with_warnings(raw: &RawConfig, base_dir: &Path) -> Result<Loaded
         }
     }
 
+    inventory.discovery = crate::discovery::config::check(raw.discovery.as_ref(), &ctx, &mut d);
+    inventory.mesh = crate::mesh::config::check(raw.mesh.as_ref(), &mut d);
+
     if d.errors.is_empty() {
         inventory.files = ctx.files.take().into_iter().collect();
         Ok(Loaded {
@@ -210,6 +215,9 @@ pub(crate) enum PathStyle {
     Target(usize),
     /// The `check` command line: `--ca-file`, or `target` for the argument itself.
     Adhoc,
+    /// `discovery.prometheus.job_settings[2].tls.ca_file`; `None`: a discovered target without
+    /// settings, named by `discovery.prometheus`.
+    Discovery(Option<usize>),
 }
 
 impl PathStyle {
@@ -219,6 +227,9 @@ impl PathStyle {
             PathStyle::Target(i) if rel.is_empty() => format!("targets[{i}]"),
             PathStyle::Target(i) => format!("targets[{i}].{rel}"),
             PathStyle::Adhoc => adhoc_flag(rel).to_string(),
+            PathStyle::Discovery(Some(i)) if rel.is_empty() => format!("discovery.prometheus.job_settings[{i}]"),
+            PathStyle::Discovery(Some(i)) => format!("discovery.prometheus.job_settings[{i}].{rel}"),
+            PathStyle::Discovery(None) => "discovery.prometheus".to_string(),
         }
     }
 }
@@ -510,6 +521,7 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
             format!("only dns targets use it, this one is {kind}; remove it"),
         );
     }
+    let all_addresses = all_addresses(rt, kind, ps, d);
     if kind == Kind::Scrape {
         if let Some(m) = rt.method.as_deref() {
             if !m.trim().eq_ignore_ascii_case("GET") {
@@ -598,6 +610,8 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
         }
     }
 
+    let blocked = check_blocked(rt, kind, ps, d);
+
     if d.errors.len() > errors_before {
         return Checked::Failed;
     }
@@ -650,9 +664,90 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
             tls,
             http,
             dns: dns.clone(),
+            blocked,
+            peer: None,
+            all_addresses,
         });
     }
     Checked::Probe(targets)
+}
+
+/// `expect.blocked`: allowed where there is a connection to refuse; nothing about an answer can
+/// be expected of a target that must not answer.
+fn check_blocked(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) -> bool {
+    let Some(expect) = &rt.expect else { return false };
+    if expect.blocked != Some(true) {
+        return false;
+    }
+    if kind == Kind::Dns {
+        d.error(
+            ps.at("expect.blocked"),
+            "dns targets resolve a name, there is no connection to be blocked; use kind tcp with the address that must be blocked",
+        );
+        return false;
+    }
+    if rt.all_addresses == Some(true) {
+        d.error(
+            ps.at("all_addresses"),
+            "a must-be-blocked target succeeds when no address connects; every address is already tried, remove all_addresses",
+        );
+    }
+    for (field, given) in [
+        ("status", expect.status.is_some()),
+        ("body_regex", expect.body_regex.is_some()),
+    ] {
+        if given {
+            d.error(
+                ps.at(&format!("expect.{field}")),
+                "a must-be-blocked target is never asked anything (a connection is already the failure); remove it, or remove expect.blocked",
+            );
+        }
+    }
+    true
+}
+
+/// The bound on addresses in all-address mode when `max_addresses` is not given.
+pub const DEFAULT_MAX_ADDRESSES: usize = 8;
+
+/// The most `max_addresses` may be: each address has its own series.
+pub const MAX_ADDRESSES_LIMIT: usize = 64;
+
+/// `all_addresses` and `max_addresses`: `None` for the default mode (the first address that
+/// works), else the most addresses to probe.
+fn all_addresses(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) -> Option<usize> {
+    let on = rt.all_addresses.unwrap_or(false);
+    if on && kind == Kind::Dns {
+        d.error(
+            ps.at("all_addresses"),
+            "dns targets already report every address they resolve to (resolved); remove it",
+        );
+        return None;
+    }
+    if !on && rt.max_addresses.is_some() {
+        d.error(
+            ps.at("max_addresses"),
+            "only used with all_addresses: true; set that, or remove max_addresses",
+        );
+        return None;
+    }
+    if !on {
+        return None;
+    }
+    let max = scalar_or(
+        d,
+        &ps.at("max_addresses"),
+        rt.max_addresses.as_ref(),
+        DEFAULT_MAX_ADDRESSES,
+        |s| {
+            match s.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_ADDRESSES_LIMIT).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "`{s}` is not a number of addresses; use a whole number from 1 to {MAX_ADDRESSES_LIMIT} (each address has its own series)"
+            )),
+        }
+        },
+    );
+    Some(max)
 }
 
 /// A scalar field parsed by `parse`, or `default` when absent; records the error and returns
@@ -747,6 +842,13 @@ fn dests_from_url(raw: &str, ps: &PathStyle, d: &mut Diags) -> Option<Vec<Dest>>
                     d.error(
                         ps.at("url"),
                         format!("`{shown}` has port 0; use a port from 1 to 65535"),
+                    );
+                    return None;
+                }
+                if let Err(e) = crate::probe::http::request_target(&u) {
+                    d.error(
+                        ps.at("url"),
+                        format!("its path and query cannot go into an HTTP request ({e}); shorten it"),
                     );
                     return None;
                 }
@@ -1284,12 +1386,13 @@ fn regex_reason(e: &regex::Error) -> String {
         .to_string()
 }
 
-/// Reads a secret file: one trailing newline trimmed; an empty one is an error. Never echoes it.
+/// Reads a secret file: surrounding whitespace trimmed, as Prometheus does (a Secret written with
+/// `echo` ends in a newline; an editor may add more); an empty one is an error. Never echoes it.
 fn read_secret(ctx: &Ctx, p: &str, rel: &str, what: &str, ps: &PathStyle, d: &mut Diags) -> Option<Secret> {
     let path = resolve(ctx, p);
     match std::fs::read_to_string(&path) {
         Ok(s) => {
-            let s = s.strip_suffix("\r\n").or_else(|| s.strip_suffix('\n')).unwrap_or(&s);
+            let s = s.trim();
             if s.is_empty() {
                 d.error(ps.at(rel), format!("{} is empty; put the {what} in it", path.display()));
                 None

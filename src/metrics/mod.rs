@@ -19,7 +19,7 @@ mod write;
 
 pub use write::{Exposition, Format};
 
-use crate::probe::{Phase, ProbeResult};
+use crate::probe::{Family, FamilyOutcome, Phase, ProbeResult};
 use crate::reason::Reason;
 use crate::target::{AbsentTarget, Target};
 
@@ -155,6 +155,13 @@ struct Series {
     /// Probed (has counters), as opposed to only documented-absent.
     probed: bool,
     expected: bool,
+    /// A must-be-blocked target (`pathprobe_target_expect_blocked 1`).
+    blocked: bool,
+    /// A documented-absent target's `why="…"`, rendered (`pathprobe_target_absent_info`).
+    why: Option<Box<str>>,
+    /// All-address mode: each address of the latest probe, as its rendered `address="…"`, and
+    /// its reason. Replaced at every probe, so an address no longer resolved loses its series.
+    addresses: Vec<(Box<str>, Reason)>,
     probes_success: u64,
     probes_failure: u64,
     skipped: u64,
@@ -205,6 +212,9 @@ impl Series {
             split,
             probed: false,
             expected: true,
+            blocked: false,
+            why: None,
+            addresses: Vec::new(),
             probes_success: 0,
             probes_failure: 0,
             skipped: 0,
@@ -298,6 +308,20 @@ pub struct Exporter {
     lag: Mutex<Lag>,
     reloads: [AtomicU64; 2],
     last_reload_ok: AtomicBool,
+    /// `pathprobe_dns_lookups_total`, by [`Family`] then [`FamilyOutcome`] (their `ALL` order).
+    dns_lookups: [[AtomicU64; FamilyOutcome::ALL.len()]; Family::ALL.len()],
+    discovery: Discovery,
+}
+
+/// Discovery's own series, exported only while the inventory has `discovery:`.
+#[derive(Default)]
+struct Discovery {
+    on: AtomicBool,
+    /// `pathprobe_discovery_refreshes_total`, by [`ReloadResult`] (success, failure).
+    refreshes: [AtomicU64; 2],
+    last_ok: AtomicBool,
+    /// `pathprobe_discovered_targets`: the last good list's length.
+    discovered: AtomicU64,
 }
 
 /// A reload's outcome, the `result` label of `pathprobe_config_reloads_total`.
@@ -334,6 +358,8 @@ impl Exporter {
             lag: Mutex::new(Lag::default()),
             reloads: [AtomicU64::new(0), AtomicU64::new(0)],
             last_reload_ok: AtomicBool::new(false),
+            dns_lookups: Default::default(),
+            discovery: Discovery::default(),
         }
     }
 
@@ -357,13 +383,18 @@ impl Exporter {
         };
         s.probed = true;
         s.expected = true;
+        s.blocked = target.blocked;
+        s.why = None;
     }
 
-    /// Declares a documented-absent target: only `pathprobe_target_expected 0`.
+    /// Declares a documented-absent target: `pathprobe_target_expected 0` and its `why`.
     pub fn add_absent(&self, target: &AbsentTarget) {
-        self.table()
-            .entry(&self.source, TargetLabels::of_absent(target))
-            .expected = false;
+        let mut why = String::new();
+        label(&mut why, "why", &target.why);
+        let mut table = self.table();
+        let s = table.entry(&self.source, TargetLabels::of_absent(target));
+        s.expected = false;
+        s.why = Some(why.into_boxed_str());
     }
 
     /// Records one probe's outcome; dropped if the target is not (or no longer) declared.
@@ -391,6 +422,26 @@ impl Exporter {
             .iter()
             .position(|&b| total <= b)
             .unwrap_or(PROBE_BUCKETS.len());
+        if let Some(dns) = &result.trace.dns {
+            for f in &dns.families {
+                let fi = Family::ALL.iter().position(|&x| x == f.family).unwrap_or(0);
+                let oi = FamilyOutcome::ALL.iter().position(|&x| x == f.outcome).unwrap_or(0);
+                self.dns_lookups[fi][oi].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // All-address mode: one entry per address (the last result wins for a repeated one),
+        // rendered before the table is locked.
+        let mut addresses: Vec<(Box<str>, Reason)> = Vec::new();
+        if target.all_addresses.is_some() {
+            for a in &result.addresses {
+                let mut l = String::new();
+                label(&mut l, "address", &a.address.ip().to_string());
+                match addresses.iter_mut().find(|(x, _)| **x == *l) {
+                    Some(slot) => slot.1 = a.reason,
+                    None => addresses.push((l.into_boxed_str(), a.reason)),
+                }
+            }
+        }
 
         let mut table = self.table();
         let Some(s) = table.get_mut(TargetKey(target).as_key()) else {
@@ -410,6 +461,9 @@ impl Exporter {
         s.duration_sum += total;
         if cert.is_some() {
             s.cert_not_after = cert;
+        }
+        if target.all_addresses.is_some() {
+            s.addresses = addresses;
         }
         s.last = Some(Latest {
             success,
@@ -467,11 +521,38 @@ impl Exporter {
         self.reloads[result as usize].load(Ordering::Relaxed)
     }
 
-    /// Carries the reload counts of the exporter this one replaces (the counter is the agent's,
-    /// not the source labels').
+    /// Carries the reload and discovery counts of the exporter this one replaces (those
+    /// counters are the agent's, not the source labels').
     pub fn carry_reloads(&self, from: &Exporter) {
         for r in ReloadResult::ALL {
             self.reloads[r as usize].store(from.reloads(r), Ordering::Relaxed);
+            let n = from.discovery.refreshes[r as usize].load(Ordering::Relaxed);
+            self.discovery.refreshes[r as usize].store(n, Ordering::Relaxed);
+        }
+        let (d, f) = (&self.discovery, &from.discovery);
+        d.last_ok.store(f.last_ok.load(Ordering::Relaxed), Ordering::Relaxed);
+        d.discovered
+            .store(f.discovered.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Exports discovery's series (an agent with `discovery:`), or stops exporting them.
+    pub fn set_discovery(&self, on: bool) {
+        self.discovery.on.store(on, Ordering::Relaxed);
+    }
+
+    /// Counts an ask of Prometheus's active targets: `Some(targets found)`, or `None` when it
+    /// failed (the last good list keeps probing, so `pathprobe_discovered_targets` stays).
+    pub fn discovery_refreshed(&self, found: Option<usize>) {
+        let d = &self.discovery;
+        let result = if found.is_some() {
+            ReloadResult::Success
+        } else {
+            ReloadResult::Failure
+        };
+        d.refreshes[result as usize].fetch_add(1, Ordering::Relaxed);
+        d.last_ok.store(found.is_some(), Ordering::Relaxed);
+        if let Some(n) = found {
+            d.discovered.store(n as u64, Ordering::Relaxed);
         }
     }
 
@@ -529,6 +610,7 @@ mod tests {
             total: std::time::Duration::from_millis(3),
             error: None,
             finished_at: std::time::SystemTime::now(),
+            addresses: Vec::new(),
         }
     }
 
@@ -697,6 +779,188 @@ mod tests {
             }
             assert!(chunks > 100);
             assert_eq!(String::from_utf8(parts).unwrap(), whole);
+        }
+    }
+
+    #[test]
+    fn each_family_of_a_name_lookup_is_counted_by_outcome_without_target_labels() {
+        use crate::probe::{DnsLookup, FamilyLookup};
+        let (e, t) = exporter_with_results();
+        let mut r = result(Reason::None);
+        let family = |family, outcome| FamilyLookup {
+            family,
+            outcome,
+            took: std::time::Duration::from_millis(1),
+        };
+        r.trace.dns = Some(DnsLookup {
+            families: [
+                family(Family::V4, FamilyOutcome::Answered),
+                family(Family::V6, FamilyOutcome::Silent),
+            ],
+        });
+        e.observe(&t[0], &r);
+        e.observe(&t[1], &r);
+        let text = e.render(Format::Text);
+        let lookups = series(&text, "pathprobe_dns_lookups_total{");
+        assert_eq!(
+            lookups.len(),
+            10,
+            "every family and outcome from the start: {lookups:?}"
+        );
+        let value = |family: &str, outcome: &str| {
+            let line = lookups
+                .iter()
+                .find(|l| l.contains(&format!("family=\"{family}\"")) && l.contains(&format!("outcome=\"{outcome}\"")))
+                .unwrap();
+            assert!(!line.contains("target="), "{line}");
+            line.rsplit(' ').next().unwrap().to_string()
+        };
+        assert_eq!(value("ipv4", "answered"), "2");
+        assert_eq!(value("ipv6", "silent"), "2");
+        assert_eq!(value("ipv6", "answered"), "0");
+        assert!(text.contains(
+            "pathprobe_dns_lookups_total{family=\"ipv4\",network=\"host\",outcome=\"answered\",source_cluster=\"prod\",source_node=\"n1\"} 2\n"
+        ));
+        parse(&text, ParseFormat::PrometheusText).unwrap();
+        parse(&e.render(Format::OpenMetrics), ParseFormat::OpenMetrics).unwrap();
+    }
+
+    #[test]
+    fn all_address_series_follow_the_addresses_of_the_latest_probe() {
+        use crate::probe::AddressResult;
+        let (e, mut t) = exporter_with_results();
+        t[0].all_addresses = Some(8);
+        let at = |ip: &str, reason| AddressResult {
+            address: format!("{ip}:1").parse().unwrap(),
+            reason,
+            total: std::time::Duration::from_millis(1),
+            error: None,
+        };
+        let mut r = result(Reason::ConnectRefused);
+        r.addresses = vec![at("10.0.0.1", Reason::None), at("10.0.0.2", Reason::ConnectRefused)];
+        e.observe(&t[0], &r);
+        let text = e.render(Format::Text);
+        assert!(
+            text.contains("pathprobe_address_success{address=\"10.0.0.1\",kind=\"tcp\",network=\"host\","),
+            "{text}"
+        );
+        assert_eq!(series(&text, "pathprobe_address_success{").len(), 2);
+        parse(&text, ParseFormat::PrometheusText).unwrap();
+        r.addresses = vec![at("10.0.0.1", Reason::ConnectTimeout)];
+        e.observe(&t[0], &r);
+        let text = e.render(Format::Text);
+        assert!(!text.contains("10.0.0.2"), "a gone address loses its series: {text}");
+        let reasons = series(&text, "pathprobe_address_failure_reason{");
+        assert_eq!(reasons.len(), 1, "one reason per address: {reasons:?}");
+        assert!(reasons[0].contains("reason=\"connect_timeout\""));
+        let success = series(&text, "pathprobe_address_success{");
+        assert!(success.len() == 1 && success[0].ends_with(" 0"), "{success:?}");
+        e.forget(&TargetLabels::of(&t[0]));
+        let text = e.render(Format::Text);
+        assert!(!text.contains("address=\""), "forgotten whole");
+        assert_eq!(
+            text.matches("# TYPE pathprobe_address_success ").count(),
+            0,
+            "a family without series is left out, header included"
+        );
+    }
+
+    #[test]
+    fn discovery_metrics_appear_only_once_enabled_and_absent_targets_carry_their_why() {
+        let (e, _) = exporter_with_results();
+        assert!(!e.render(Format::Text).contains("pathprobe_discover"));
+        e.set_discovery(true);
+        e.discovery_refreshed(Some(3));
+        e.discovery_refreshed(None);
+        let text = e.render(Format::Text);
+        let value = |prefix: &str| {
+            let s = series(&text, prefix);
+            assert_eq!(s.len(), 1, "{prefix}: {text}");
+            s[0].rsplit(' ').next().unwrap().to_string()
+        };
+        assert_eq!(
+            value("pathprobe_discovery_refreshes_total{network=\"host\",result=\"success\""),
+            "1"
+        );
+        assert_eq!(
+            value("pathprobe_discovery_refreshes_total{network=\"host\",result=\"failure\""),
+            "1"
+        );
+        assert_eq!(value("pathprobe_discovery_last_refresh_successful{"), "0");
+        assert_eq!(
+            value("pathprobe_discovered_targets{"),
+            "3",
+            "a failed ask keeps the last good count"
+        );
+        let om = e.render(Format::OpenMetrics);
+        assert!(om.contains("# TYPE pathprobe_discovery_refreshes counter\n"), "{om}");
+        parse(&om, ParseFormat::OpenMetrics).unwrap();
+        let fresh = Arc::new(Exporter::new(&e.source));
+        fresh.carry_reloads(&e);
+        fresh.set_discovery(true);
+        assert!(fresh
+            .render(Format::Text)
+            .contains("pathprobe_discovered_targets{network=\"host\",source_cluster=\"prod\",source_node=\"n1\"} 3\n"));
+        e.set_discovery(false);
+        assert!(!e.render(Format::Text).contains("pathprobe_discover"));
+        let absent = AbsentTarget {
+            name: "sched".into(),
+            job: "kube-scheduler".into(),
+            cluster: "prod".into(),
+            instance: String::new(),
+            kind: None,
+            why: "bound to \"127.0.0.1\" on Talos".into(),
+        };
+        e.add_absent(&absent);
+        let text = e.render(Format::Text);
+        assert!(
+            text.contains("target_job=\"kube-scheduler\",why=\"bound to \\\"127.0.0.1\\\" on Talos\"} 1\n"),
+            "{text}"
+        );
+        parse(&text, ParseFormat::PrometheusText).unwrap();
+        e.forget(&TargetLabels::of_absent(&absent));
+        assert!(!e.render(Format::Text).contains("pathprobe_target_absent_info"));
+    }
+
+    #[test]
+    fn must_be_blocked_targets_are_marked() {
+        let e = Arc::new(Exporter::new(&Source {
+            node: "n1".into(),
+            cluster: "prod".into(),
+            network: "host".into(),
+        }));
+        let mut t = crate::adhoc::parse("tcp://127.0.0.1:9", &Default::default())
+            .unwrap()
+            .remove(0);
+        e.add_target(&t);
+        assert!(!e.render(Format::Text).contains("pathprobe_target_expect_blocked"));
+        t.blocked = true;
+        e.add_target(&t);
+        let text = e.render(Format::Text);
+        let blocked = series(&text, "pathprobe_target_expect_blocked{");
+        assert!(blocked.len() == 1 && blocked[0].ends_with(" 1"), "{text}");
+        assert_eq!(
+            text.matches("# TYPE pathprobe_target_expect_blocked gauge\n").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_tail_goes_before_the_openmetrics_eof() {
+        let (e, _) = exporter_with_results();
+        let tail = "# HELP pathprobe_peers Mesh peers.\n# TYPE pathprobe_peers gauge\npathprobe_peers 2\n";
+        for format in [Format::Text, Format::OpenMetrics] {
+            let mut x = e.exposition(format).with_tail(tail.to_string()).with_chunk_size(10);
+            let mut all = Vec::new();
+            while let Some(c) = x.next_chunk() {
+                all.extend_from_slice(&c);
+            }
+            let all = String::from_utf8(all).unwrap();
+            let expected = match format {
+                Format::Text => tail.to_string(),
+                Format::OpenMetrics => format!("{tail}# EOF\n"),
+            };
+            assert!(all.ends_with(&expected), "{all}");
         }
     }
 }

@@ -12,7 +12,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hyper::body::{Body, Frame, SizeHint};
 
 use super::{openmetrics, Exporter, Series, TEXT_CONTENT_TYPE};
-use crate::probe::Phase;
+use std::sync::atomic::Ordering;
+
+use crate::probe::{Family as DnsFamily, FamilyOutcome, Phase};
+use crate::reason::Reason;
 
 /// Which text format to write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,8 @@ enum Source {
     },
     /// The agent's own series.
     Process(fn(&mut Writer, &Exporter)),
+    /// The agent's own series, exported only while the test holds (header included).
+    ProcessIf(fn(&Exporter) -> bool, fn(&mut Writer, &Exporter)),
 }
 
 struct Family {
@@ -59,7 +64,35 @@ struct Family {
 }
 
 /// Every family, sorted by name as the `prometheus` crate's registry gathers them.
-const FAMILIES: [Family; 16] = [
+const FAMILIES: [Family; 24] = [
+    Family {
+        name: "pathprobe_address_failure_reason",
+        help: "All-address mode: always 1; the reason label is the latest probe's reason for this address (none on success).",
+        kind: Type::Gauge,
+        source: Source::Target {
+            has: |s| !s.addresses.is_empty(),
+            write: |w, s| {
+                for (address, reason) in &s.addresses {
+                    w.target_full("pathprobe_address_failure_reason", s, address, Some(("reason", reason.as_str())), "");
+                    w.u64(1);
+                }
+            },
+        },
+    },
+    Family {
+        name: "pathprobe_address_success",
+        help: "All-address mode: 1 if the latest probe of this address of the target succeeded, else 0.",
+        kind: Type::Gauge,
+        source: Source::Target {
+            has: |s| !s.addresses.is_empty(),
+            write: |w, s| {
+                for (address, reason) in &s.addresses {
+                    w.target_full("pathprobe_address_success", s, address, None, "");
+                    w.u64(u64::from(*reason == Reason::None));
+                }
+            },
+        },
+    },
     Family {
         name: "pathprobe_build_info",
         help: "Always 1; the build's version and revision.",
@@ -87,6 +120,67 @@ const FAMILIES: [Family; 16] = [
                     Some(("result", r.as_str())),
                     e.reloads(r),
                 );
+            }
+        }),
+    },
+    Family {
+        name: "pathprobe_discovered_targets",
+        help: "Targets discovered from Prometheus in the last good list.",
+        kind: Type::Gauge,
+        source: Source::ProcessIf(discovery_on, |w, e| {
+            let n = e.discovery.discovered.load(Ordering::Relaxed);
+            w.process(e, "pathprobe_discovered_targets", None, n);
+        }),
+    },
+    Family {
+        name: "pathprobe_discovery_last_refresh_successful",
+        help: "1 if the latest ask of Prometheus's active targets succeeded (else the last good list keeps probing).",
+        kind: Type::Gauge,
+        source: Source::ProcessIf(discovery_on, |w, e| {
+            let ok = e.discovery.last_ok.load(Ordering::Relaxed);
+            w.process(e, "pathprobe_discovery_last_refresh_successful", None, u64::from(ok));
+        }),
+    },
+    Family {
+        name: "pathprobe_discovery_refreshes_total",
+        help: "Asks of Prometheus's active targets, by result.",
+        kind: Type::Counter,
+        source: Source::ProcessIf(discovery_on, |w, e| {
+            for r in super::ReloadResult::ALL {
+                let n = e.discovery.refreshes[r as usize].load(Ordering::Relaxed);
+                w.process(e, "pathprobe_discovery_refreshes_total", Some(("result", r.as_str())), n);
+            }
+        }),
+    },
+    Family {
+        name: "pathprobe_dns_lookups_total",
+        help: "Name lookups of probed targets, by address family (ipv4: A, ipv6: AAAA) and what that family's question got.",
+        kind: Type::Counter,
+        source: Source::Process(|w, e| {
+            for (fi, family) in DnsFamily::ALL.iter().enumerate() {
+                for (oi, outcome) in FamilyOutcome::ALL.iter().enumerate() {
+                    let n = e.dns_lookups[fi][oi].load(Ordering::Relaxed);
+                    // `family` sorts before the source labels, `outcome` between them.
+                    let at = e
+                        .source_labels
+                        .find(",source_cluster=")
+                        .unwrap_or(e.source_labels.len());
+                    let (head, tail) = e.source_labels.split_at(at);
+                    for part in [
+                        "pathprobe_dns_lookups_total{family=\"",
+                        family.as_str(),
+                        "\",",
+                        head,
+                        ",outcome=\"",
+                        outcome.as_str(),
+                        "\"",
+                        tail,
+                        "} ",
+                    ] {
+                        w.put(part);
+                    }
+                    w.u64(n);
+                }
             }
         }),
     },
@@ -260,6 +354,30 @@ const FAMILIES: [Family; 16] = [
         },
     },
     Family {
+        name: "pathprobe_target_absent_info",
+        help: "Always 1, per documented-absent target; the why label is the inventory's why.",
+        kind: Type::Gauge,
+        source: Source::Target {
+            has: |s| s.why.is_some(),
+            write: |w, s| {
+                w.target_full("pathprobe_target_absent_info", s, "", None, s.why.as_deref().expect("has"));
+                w.u64(1);
+            },
+        },
+    },
+    Family {
+        name: "pathprobe_target_expect_blocked",
+        help: "1 for a must-be-blocked target: success is the connection failing.",
+        kind: Type::Gauge,
+        source: Source::Target {
+            has: |s| s.blocked,
+            write: |w, s| {
+                w.target("pathprobe_target_expect_blocked", s, None);
+                w.u64(1);
+            },
+        },
+    },
+    Family {
         name: "pathprobe_target_expected",
         help: "1 if the inventory expects the target to exist, 0 for documented-absent targets.",
         kind: Type::Gauge,
@@ -284,6 +402,10 @@ const FAMILIES: [Family; 16] = [
         },
     },
 ];
+
+fn discovery_on(e: &Exporter) -> bool {
+    e.discovery.on.load(Ordering::Relaxed)
+}
 
 fn probed_once(s: &Series) -> bool {
     s.last.is_some()
@@ -345,8 +467,18 @@ impl Writer<'_> {
 
     /// `name{labels…} ` of a target's series, with one extra label in its sorted place.
     fn target(&mut self, name: &str, s: &Series, extra: Option<(&str, &str)>) {
+        self.target_full(name, s, "", extra, "");
+    }
+
+    /// [`Writer::target`] with a rendered label sorted before all of the target's (`address`)
+    /// and one sorted after them (`why`); either may be empty.
+    fn target_full(&mut self, name: &str, s: &Series, first: &str, extra: Option<(&str, &str)>, last: &str) {
         self.put(name);
         self.put("{");
+        if !first.is_empty() {
+            self.put(first);
+            self.put(",");
+        }
         match extra {
             None => self.put(&s.labels),
             Some((k, v)) => {
@@ -359,6 +491,10 @@ impl Writer<'_> {
                 self.put("\"");
                 self.put(tail);
             }
+        }
+        if !last.is_empty() {
+            self.put(",");
+            self.put(last);
         }
         self.put("} ");
     }
@@ -480,6 +616,8 @@ pub struct Exposition {
     slot: usize,
     header_written: bool,
     done: bool,
+    /// Families of others (the mesh's), written after the exporter's, before `# EOF`.
+    tail: String,
     /// Reused: once the previous chunk has been sent and dropped, its space is reclaimed.
     buf: BytesMut,
 }
@@ -494,6 +632,7 @@ impl Exposition {
             slot: 0,
             header_written: false,
             done: false,
+            tail: String::new(),
             buf: BytesMut::new(),
         }
     }
@@ -502,6 +641,17 @@ impl Exposition {
     pub fn with_chunk_size(mut self, chunk: usize) -> Exposition {
         self.chunk = chunk.max(1);
         self
+    }
+
+    /// Adds whole families written by others, in this exposition's format, after the
+    /// exporter's (their names must differ from every family of the exporter).
+    pub fn with_tail(mut self, tail: String) -> Exposition {
+        self.tail = tail;
+        self
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
     }
 
     pub fn content_type(&self) -> &'static str {
@@ -525,6 +675,7 @@ impl Exposition {
         };
         while w.buf.len() < self.chunk {
             let Some(f) = FAMILIES.get(self.family) else {
+                w.put(&std::mem::take(&mut self.tail));
                 if self.format == Format::OpenMetrics {
                     w.put("# EOF\n");
                 }
@@ -535,6 +686,13 @@ impl Exposition {
                 Source::Process(write) => {
                     w.header(f);
                     write(&mut w, &exporter);
+                    self.family += 1;
+                }
+                Source::ProcessIf(on, write) => {
+                    if on(&exporter) {
+                        w.header(f);
+                        write(&mut w, &exporter);
+                    }
                     self.family += 1;
                 }
                 Source::Target { has, write } => {

@@ -10,8 +10,7 @@ pub async fn probe(
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
-    let addrs = resolve::endpoint_addrs(&ctx.resolver, &target.endpoint, trace, deadline).await?;
-    trace.resolved = addrs.iter().map(|a| a.ip()).collect();
+    resolve::endpoint_addrs(ctx, &target.endpoint, trace, deadline).await?;
     let expected = &target.dns.addresses;
     if expected.is_empty() || trace.resolved.iter().any(|ip| expected.contains(ip)) {
         return Ok(());

@@ -87,7 +87,12 @@ pub async fn fetch(
         } else {
             None
         };
-        let request = build_request(spec, &url, auth, extra)?;
+        // A target's own URL and credentials are checked when the config loads, so a request that
+        // cannot be formed comes from a redirect's Location.
+        let request = build_request(spec, &url, auth, extra).map_err(|e| match hops {
+            0 => ProbeError::Request(e),
+            _ => ProbeError::Redirect(format!("the Location cannot be requested: {e}")),
+        })?;
         let response = exchange(
             ctx,
             &endpoint,
@@ -149,30 +154,38 @@ fn next_hop(
     Ok((endpoint, tls))
 }
 
+/// The request target (path and query) of `url`, as the request line carries it. The config
+/// checks a target's URL with this, so what would fail here is refused when it loads.
+pub fn request_target(url: &url::Url) -> Result<http::uri::PathAndQuery, http::uri::InvalidUri> {
+    let target = match url.query() {
+        Some(q) => format!("{}?{}", url.path(), q),
+        None => url.path().to_string(),
+    };
+    http::uri::PathAndQuery::try_from(target)
+}
+
+/// The request for `url`; the error says what could not go into it.
 fn build_request(
     spec: &HttpSpec,
     url: &url::Url,
     auth: Option<&Auth>,
     extra: &HeaderMap,
-) -> Result<http::Request<Empty<Bytes>>, ProbeError> {
-    let path = match url.query() {
-        Some(q) => format!("{}?{}", url.path(), q),
-        None => url.path().to_string(),
-    };
+) -> Result<http::Request<Empty<Bytes>>, String> {
     let host = match (url.host_str(), url.port()) {
         (Some(h), Some(p)) => format!("{h}:{p}"),
         (Some(h), None) => h.to_string(),
-        (None, _) => return Err(ProbeError::Redirect("URL has no host".into())),
+        (None, _) => return Err("the URL has no host".into()),
     };
+    let target = request_target(url).map_err(|e| format!("the path and query: {e}"))?;
     let mut req = http::Request::builder()
         .method(spec.method.clone())
-        .uri(path)
+        .uri(target)
         .body(Empty::<Bytes>::new())
-        .map_err(|e| ProbeError::Redirect(format!("building the request: {e}")))?;
+        .map_err(|e| e.to_string())?;
     let headers = req.headers_mut();
     headers.insert(
         header::HOST,
-        HeaderValue::from_str(&host).map_err(|e| ProbeError::Redirect(e.to_string()))?,
+        HeaderValue::from_str(&host).map_err(|e| format!("the Host header: {e}"))?,
     );
     for (name, value) in &spec.headers {
         headers.insert(name.clone(), value.clone());
@@ -189,7 +202,7 @@ fn build_request(
             Auth::Bearer { token } => format!("Bearer {}", token.expose()),
         };
         let mut value = HeaderValue::from_str(&value)
-            .map_err(|_| ProbeError::Redirect("the credentials hold bytes not allowed in a header".into()))?;
+            .map_err(|_| "the credentials hold bytes not allowed in a header".to_string())?;
         value.set_sensitive(true);
         headers.insert(header::AUTHORIZATION, value);
     }

@@ -4,8 +4,10 @@
 //! turns the two into a [`ProbeResult`], classifying the error through `reason::classify`.
 //! Every phase runs under the probe's one [`Deadline`], so a probe never outlives its timeout.
 
+pub mod all_addresses;
 pub mod dns;
 pub mod http;
+pub mod mesh;
 pub mod resolve;
 pub mod scrape;
 pub mod tcp;
@@ -23,7 +25,7 @@ use tokio::time::Instant;
 use crate::reason::{classify, Reason};
 use crate::target::{Kind, Target};
 
-pub use resolve::Resolver;
+pub use resolve::{DnsLookup, Family, FamilyLookup, FamilyOutcome, Resolver};
 
 /// A phase of a probe, as the `phase` label names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,6 +78,9 @@ pub struct TlsFacts {
     pub cipher: String,
     pub peer_cert_not_after: Option<SystemTime>,
     pub peer_cert_subject: Option<String>,
+    /// The names the certificate holds (subjectAltName DNS names and IP addresses), to say
+    /// which names it is for when it is not for the one asked for.
+    pub peer_cert_names: Vec<String>,
 }
 
 /// Per-phase timings and facts, filled step by step as a probe runs.
@@ -85,14 +90,18 @@ pub struct Trace {
     pub phases: Vec<(Phase, Duration)>,
     /// The address actually connected to (the first of the resolved ones that worked).
     pub address: Option<SocketAddr>,
-    /// Addresses a `dns` probe got back.
+    /// Every address the target's name resolved to (empty for a literal address).
     pub resolved: Vec<IpAddr>,
+    /// How the target's name lookup went, family by family (`None` for a literal address).
+    pub dns: Option<DnsLookup>,
     pub http_status: Option<u16>,
     pub tls: Option<TlsFacts>,
     /// Samples in a scrape body.
     pub samples: Option<u64>,
     /// Bytes of body read.
     pub body_bytes: Option<u64>,
+    /// A mesh peer's identity, from its answer.
+    pub peer: Option<mesh::Identity>,
 }
 
 impl Trace {
@@ -211,6 +220,13 @@ pub enum ProbeError {
         #[source]
         source: std::io::Error,
     },
+    /// The peer's first bytes are not a TLS record: it speaks another protocol on that port
+    /// (plain HTTP, most often, when `https://` was asked for).
+    #[error("not TLS: the server's answer is not a TLS record ({source}); it speaks another protocol on that port, plain HTTP most often")]
+    NotTls {
+        #[source]
+        source: std::io::Error,
+    },
     /// The HTTP exchange failed.
     #[error("HTTP {phase}: {source}")]
     Http {
@@ -224,6 +240,10 @@ pub enum ProbeError {
     /// A redirect could not be followed.
     #[error("redirect: {0}")]
     Redirect(String),
+    /// The request could not be formed from the target's settings. Config validation refuses
+    /// URLs and credentials that cannot go into a request, so this marks a gap in it.
+    #[error("building the request: {0}")]
+    Request(String),
     /// `expect.body_regex` did not match.
     #[error("body does not match /{regex}/")]
     BodyMismatch { regex: String },
@@ -233,12 +253,31 @@ pub enum ProbeError {
     /// The scrape body is not valid exposition.
     #[error("invalid exposition: {0}")]
     ScrapeInvalid(String),
+    /// A mesh peer answered, but not as a pathprobe agent does.
+    #[error("not a pathprobe agent: {0}")]
+    NotAnAgent(String),
+    /// A must-be-blocked target accepted the connection.
+    #[error("connected to {addr}, which must be blocked")]
+    UnexpectedlyReachable { addr: SocketAddr },
 }
 
 /// What every probe needs besides its target: the resolver.
 #[derive(Clone)]
 pub struct ProbeContext {
     pub resolver: Arc<Resolver>,
+    /// All-address mode: this host name "resolves" to just this address, so each address of a
+    /// name is probed through the same code as the default mode.
+    pub pin: Option<(String, IpAddr)>,
+}
+
+impl ProbeContext {
+    /// A context resolving through `resolver`.
+    pub fn new(resolver: Resolver) -> ProbeContext {
+        ProbeContext {
+            resolver: Arc::new(resolver),
+            pin: None,
+        }
+    }
 }
 
 /// The outcome of one probe.
@@ -252,6 +291,8 @@ pub struct ProbeResult {
     pub error: Option<String>,
     /// When the probe finished.
     pub finished_at: SystemTime,
+    /// All-address mode: each address's own outcome, in the resolver's order (empty otherwise).
+    pub addresses: Vec<AddressResult>,
 }
 
 impl ProbeResult {
@@ -260,32 +301,64 @@ impl ProbeResult {
     }
 }
 
+/// One address's outcome in all-address mode.
+#[derive(Debug, Clone)]
+pub struct AddressResult {
+    pub address: SocketAddr,
+    pub reason: Reason,
+    /// From the probe's start (the shared lookup included) to this address's end.
+    pub total: Duration,
+    pub error: Option<String>,
+}
+
+impl AddressResult {
+    pub fn success(&self) -> bool {
+        self.reason == Reason::None
+    }
+}
+
 /// Probes a target once.
 pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
+    if let Some(max) = target.all_addresses {
+        return all_addresses::probe(target, ctx, max).await;
+    }
     let start = Instant::now();
     let deadline = Deadline::after(target.timeout);
     let mut trace = Trace::default();
+    let outcome = run(target, ctx, &mut trace, deadline).await;
+    finish(target, trace, start, outcome)
+}
+
+/// Runs the target's kind under the deadline.
+async fn run(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
     let run = async {
+        if target.blocked {
+            return blocked(target, ctx, trace, deadline).await;
+        }
+        if let Some(peer) = &target.peer {
+            return mesh::probe(target, peer, ctx, trace, deadline).await;
+        }
         match target.kind {
-            Kind::Tcp => tcp::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Tls => tls::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Http => http::probe(target, ctx, &mut trace, deadline).await.map(|_| ()),
-            Kind::Scrape => scrape::probe(target, ctx, &mut trace, deadline).await,
-            Kind::Dns => dns::probe(target, ctx, &mut trace, deadline).await,
+            Kind::Tcp => tcp::probe(target, ctx, trace, deadline).await,
+            Kind::Tls => tls::probe(target, ctx, trace, deadline).await,
+            Kind::Http => http::probe(target, ctx, trace, deadline).await.map(|_| ()),
+            Kind::Scrape => scrape::probe(target, ctx, trace, deadline).await,
+            Kind::Dns => dns::probe(target, ctx, trace, deadline).await,
         }
     };
     // Each phase already runs under the deadline; this outer bound is the backstop.
-    let outcome = match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), run).await {
+    match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), run).await {
         Ok(r) => r,
         Err(_) => Err(ProbeError::Timeout {
             phase: Phase::Total,
             after: target.timeout,
         }),
-    };
-    let (reason, error) = match &outcome {
-        Ok(()) => (Reason::None, None),
-        Err(e) => (classify(e), Some(error_chain(e))),
-    };
+    }
+}
+
+/// The result of a run: its reason (through `classify`) and error text.
+fn finish(target: &Target, trace: Trace, start: Instant, outcome: Result<(), ProbeError>) -> ProbeResult {
+    let (reason, error) = judge(&outcome);
     ProbeResult {
         kind: target.kind,
         reason,
@@ -293,6 +366,33 @@ pub async fn probe(target: &Target, ctx: &ProbeContext) -> ProbeResult {
         total: start.elapsed(),
         error,
         finished_at: SystemTime::now(),
+        addresses: Vec::new(),
+    }
+}
+
+fn judge(outcome: &Result<(), ProbeError>) -> (Reason, Option<String>) {
+    match outcome {
+        Ok(()) => (Reason::None, None),
+        Err(e) => (classify(e), Some(error_chain(e))),
+    }
+}
+
+/// A must-be-blocked target: resolve and connect only, whatever its kind. Refused, timed out or
+/// unreachable is the expected outcome; a connection is `unexpectedly_reachable`. A name that
+/// does not resolve stays a DNS failure: whether the path is blocked was not learned.
+async fn blocked(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: Deadline) -> Result<(), ProbeError> {
+    match tcp::connect(ctx, &target.endpoint, trace, deadline).await {
+        Ok(stream) => {
+            let addr = stream.peer_addr().ok().or(trace.address);
+            drop(stream);
+            Err(ProbeError::UnexpectedlyReachable {
+                addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], target.endpoint.port))),
+            })
+        }
+        Err(e) => match classify(&e) {
+            Reason::ConnectRefused | Reason::ConnectTimeout | Reason::Unreachable => Ok(()),
+            _ => Err(e),
+        },
     }
 }
 

@@ -30,7 +30,7 @@ pub async fn connect(
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<TcpStream, ProbeError> {
-    let addrs = resolve::endpoint_addrs(&ctx.resolver, endpoint, trace, deadline).await?;
+    let addrs = resolve::endpoint_addrs(ctx, endpoint, trace, deadline).await?;
     let start = Instant::now();
     let result = connect_first(&addrs, trace, deadline).await;
     trace.add(Phase::Connect, start.elapsed());

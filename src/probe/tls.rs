@@ -94,26 +94,32 @@ pub fn settings(
     let verifier: Arc<dyn ServerCertVerifier> = if insecure_skip_verify {
         Arc::new(AcceptAnyCert)
     } else {
-        let roots = match ca_pem {
+        let (roots, pinned) = match ca_pem {
             Some(pem) => {
                 let mut store = RootCertStore::empty();
                 let certs = parse_pem_certs(pem).map_err(TlsConfigError::BadCa)?;
-                let (added, _) = store.add_parsable_certificates(certs);
+                let (added, _) = store.add_parsable_certificates(certs.iter().cloned());
                 if added == 0 {
                     return Err(TlsConfigError::BadCa("none of its certificates is a usable CA".into()));
                 }
-                Arc::new(store)
+                (Arc::new(store), certs)
             }
-            None => system_roots(),
+            None => (system_roots(), Vec::new()),
         };
-        WebPkiServerVerifier::builder_with_provider(roots, provider())
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
-            .map_err(|e| TlsConfigError::Verifier(e.to_string()))?
+            .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
+        if pinned.is_empty() {
+            webpki
+        } else {
+            Arc::new(ChainOrPinned { webpki, pinned })
+        }
     };
     Ok(TlsSettings {
         server_name,
         verifier,
         insecure_skip_verify,
+        ca_file: ca_pem.is_some(),
         client_identity: identity.map(Arc::new),
     })
 }
@@ -139,22 +145,44 @@ pub async fn probe(
     Ok(())
 }
 
+/// The longest a TLS 1.3 probe with a client certificate waits for the server's verdict on it
+/// when the server shows nothing either way (no ticket, no data, no close).
+pub const CLIENT_CERTIFICATE_VERDICT_WAIT: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// In TLS 1.3 the client's side of the handshake ends before the server has checked the client
-/// certificate; a rejection arrives as an alert right after. Wait briefly for one, so a refused
-/// client certificate is `tls_handshake`, not success.
+/// certificate; a rejection arrives as an alert right after. So that a refused certificate is
+/// `tls_handshake`, not success, wait for the server's verdict: an alert refuses; a session ticket
+/// (sent only once the server has the client's Finished, so after the certificate passed), data
+/// or a close accepts. Sending close_notify first makes a server that waits for a request (most
+/// do) close at once. The `tls` phase stays the handshake as the client completed it, like
+/// without a client certificate; only a refusal adds the time until its alert.
 async fn await_client_certificate_verdict(
     stream: &mut TlsStream<TcpStream>,
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
-    use tokio::io::AsyncReadExt;
-    let wait = deadline.remaining().min(std::time::Duration::from_millis(250));
+    use std::task::Poll;
+    use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+    let wait = deadline.remaining().min(CLIENT_CERTIFICATE_VERDICT_WAIT);
     let start = tokio::time::Instant::now();
-    let mut byte = [0u8; 1];
-    let read = tokio::time::timeout(wait, stream.read(&mut byte)).await;
-    trace.add(Phase::Tls, start.elapsed());
-    match read {
-        Ok(Err(source)) if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => Err(ProbeError::Tls { source }),
+    let verdict = tokio::time::timeout(wait, async {
+        // A failed close_notify (the server already gone) leaves its cause for the read to report.
+        let _ = stream.shutdown().await;
+        std::future::poll_fn(|cx| {
+            let mut byte = [0u8; 1];
+            match std::pin::Pin::new(&mut *stream).poll_read(cx, &mut ReadBuf::new(&mut byte)) {
+                Poll::Pending if stream.get_ref().1.tls13_tickets_received() > 0 => Poll::Ready(Ok(())),
+                other => other,
+            }
+        })
+        .await
+    })
+    .await;
+    match verdict {
+        Ok(Err(source)) if source.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            trace.add(Phase::Tls, start.elapsed());
+            Err(ProbeError::Tls { source })
+        }
         _ => Ok(()),
     }
 }
@@ -202,7 +230,13 @@ pub async fn handshake_alpn(
             connector
                 .connect(settings.server_name.clone(), tcp)
                 .await
-                .map_err(|source| ProbeError::Tls { source })
+                .map_err(|source| {
+                    if is_not_tls(&source) {
+                        ProbeError::NotTls { source }
+                    } else {
+                        ProbeError::Tls { source }
+                    }
+                })
         })
         .await;
     let mut facts = TlsFacts::default();
@@ -224,6 +258,17 @@ pub async fn handshake_alpn(
     result
 }
 
+/// rustls's verdict on a first record whose content type is not TLS's: the peer sent something
+/// else (`HTTP/1.1 400 …`, an SSH banner).
+fn is_not_tls(err: &std::io::Error) -> bool {
+    matches!(
+        err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(
+            rustls::InvalidMessage::InvalidContentType
+        ))
+    )
+}
+
 fn version_name(v: rustls::ProtocolVersion) -> String {
     match v {
         rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".into(),
@@ -241,6 +286,22 @@ fn describe_certificate(der: &[u8], facts: &mut TlsFacts) {
                 .ok()
                 .map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s));
             facts.peer_cert_subject = Some(cert.subject().to_string());
+            if let Ok(Some(san)) = cert.subject_alternative_name() {
+                for name in &san.value.general_names {
+                    match name {
+                        x509_parser::extensions::GeneralName::DNSName(n) => facts.peer_cert_names.push(n.to_string()),
+                        x509_parser::extensions::GeneralName::IPAddress(b) => {
+                            let ip = match b.len() {
+                                4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                                16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                                _ => None,
+                            };
+                            facts.peer_cert_names.extend(ip.map(|ip| ip.to_string()));
+                        }
+                        _ => {}
+                    }
+                }
+            }
         }
         Err(e) => tracing::debug!(error = %e, "peer certificate could not be parsed"),
     }
@@ -285,6 +346,108 @@ impl ServerCertVerifier for Recording {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// The configured CA file's verifier: webpki's chain check, plus one case webpki refuses and
+/// Go's verifier (so Prometheus) and curl accept: the server presents one of the CA file's own
+/// certificates. `openssl req -x509` makes a self-signed certificate with `CA:TRUE`, which
+/// webpki will not take as an end entity (`CaUsedAsEndEntity`) even when it is the very trust
+/// anchor. Such a pinned certificate is still checked for its validity period, its extended key
+/// usage and the name asked for; the handshake signature is verified as for any certificate.
+#[derive(Debug)]
+struct ChainOrPinned {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The CA file's certificates, as written.
+    pinned: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for ChainOrPinned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp, now)
+        {
+            Err(e) if is_ca_used_as_end_entity(&e) && self.pinned.iter().any(|p| p.as_ref() == end_entity.as_ref()) => {
+                verify_pinned(end_entity, server_name, now)
+            }
+            other => other,
+        }
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+fn is_ca_used_as_end_entity(e: &rustls::Error) -> bool {
+    match e {
+        rustls::Error::InvalidCertificate(rustls::CertificateError::Other(other)) => {
+            matches!(
+                other.0.downcast_ref::<webpki::Error>(),
+                Some(webpki::Error::CaUsedAsEndEntity)
+            )
+        }
+        _ => false,
+    }
+}
+
+/// What is left to check of a server certificate that is itself a configured trust anchor:
+/// the time, the purpose, the name (as Go's `Verify` does for a leaf found in its roots).
+fn verify_pinned(
+    end_entity: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<ServerCertVerified, rustls::Error> {
+    use rustls::CertificateError as C;
+    let bad_encoding = || rustls::Error::InvalidCertificate(C::BadEncoding);
+    let (_, cert) = x509_parser::parse_x509_certificate(end_entity).map_err(|_| bad_encoding())?;
+    let secs = |t: x509_parser::time::ASN1Time| {
+        u64::try_from(t.timestamp()).map(|s| UnixTime::since_unix_epoch(std::time::Duration::from_secs(s)))
+    };
+    let not_before = secs(cert.validity().not_before).unwrap_or(UnixTime::since_unix_epoch(Default::default()));
+    let not_after = secs(cert.validity().not_after).map_err(|_| rustls::Error::InvalidCertificate(C::Expired))?;
+    if now.as_secs() < not_before.as_secs() {
+        return Err(rustls::Error::InvalidCertificate(C::NotValidYetContext {
+            time: now,
+            not_before,
+        }));
+    }
+    if now.as_secs() > not_after.as_secs() {
+        return Err(rustls::Error::InvalidCertificate(C::ExpiredContext {
+            time: now,
+            not_after,
+        }));
+    }
+    if let Ok(Some(eku)) = cert.extended_key_usage() {
+        if !eku.value.any && !eku.value.server_auth {
+            return Err(rustls::Error::InvalidCertificate(C::InvalidPurpose));
+        }
+    }
+    let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+    rustls::client::verify_server_name(&parsed, server_name)?;
+    Ok(ServerCertVerified::assertion())
 }
 
 /// `insecure_skip_verify`: any certificate is accepted, but the handshake signatures are still

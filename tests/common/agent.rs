@@ -19,13 +19,18 @@ impl Agent {
     /// Starts the agent on `config` with JSON logs, a fast reload poll and `extra` flags, and
     /// waits until it says where it listens.
     pub fn start(config: &Path, node: &str, extra: &[&str]) -> Agent {
+        Agent::start_on(config, node, "127.0.0.1:0", extra)
+    }
+
+    /// [`Agent::start`] listening on `listen`.
+    pub fn start_on(config: &Path, node: &str, listen: &str, extra: &[&str]) -> Agent {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pathprobe"))
             .args([
                 "run",
                 "--config",
                 config.to_str().unwrap(),
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--log-format",
                 "json",
             ])

@@ -31,6 +31,7 @@ pub fn ctx(nameserver: Option<std::net::SocketAddr>) -> ProbeContext {
     };
     ProbeContext {
         resolver: Arc::new(Resolver::new(&settings).expect("resolver")),
+        pin: None,
     }
 }
 

@@ -237,6 +237,39 @@ async fn redirects_are_not_followed_unless_asked() {
 }
 
 #[tokio::test]
+async fn a_redirect_to_a_location_too_long_to_request_is_a_redirect_error_that_says_so() {
+    let long = format!("/{}", "a".repeat(70_000));
+    let redirect =
+        testbed::http(move |_: &testbed::Seen<'_>| Reply::new(302, "").header("location", long.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "agent: {{ source_cluster: t }}\ntargets:\n  - {{ name: follow, kind: http, url: \"http://{}/\", max_redirects: 1 }}\n",
+        redirect.addr
+    );
+    let r = run(&inventory(&yaml, dir.path())[0]).await;
+    assert_eq!(r.reason, Reason::HttpProtocol);
+    assert_eq!(
+        r.error.as_deref(),
+        Some("redirect: the Location cannot be requested: the path and query: uri too long")
+    );
+}
+
+#[test]
+fn a_target_url_too_long_to_request_is_refused_when_the_config_loads() {
+    let yaml = format!(
+        "agent: {{ source_cluster: t }}\ntargets:\n  - {{ name: long, kind: http, url: \"http://127.0.0.1:1/{}\" }}\n",
+        "a".repeat(70_000)
+    );
+    let err = pathprobe::config::parse(&yaml, std::path::Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "targets[0].url: its path and query cannot go into an HTTP request (uri too long); shorten it"
+    );
+}
+
+#[tokio::test]
 async fn http_over_ipv6_literal_succeeds() {
     let server = testbed::http_on("[::1]:0", |_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
     let r = check(&format!("http://[::1]:{}/", server.addr.port()), &opts()).await;

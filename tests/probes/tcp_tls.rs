@@ -179,8 +179,9 @@ async fn tls_probe_of_a_server_that_never_answers_the_hello_is_tls_timeout() {
     assert!(started.elapsed() < Duration::from_secs(2), "bounded by the timeout");
 }
 
-/// A TLS server that requires a client certificate signed by `ca`; reports how many
-/// certificates each accepted client presented (None: the handshake failed).
+/// A TLS server that requires a client certificate signed by `ca` and closes each connection as
+/// soon as the handshake is over; reports how many certificates each accepted client presented
+/// (None: the handshake failed).
 async fn mtls_server(
     ca: &TestCa,
     server_cert: &testbed::Issued,
@@ -188,6 +189,32 @@ async fn mtls_server(
     std::net::SocketAddr,
     tokio::sync::mpsc::UnboundedReceiver<Option<usize>>,
 ) {
+    mtls_server_with(ca, server_cert, 2, AfterHandshake::Close).await
+}
+
+/// What the test mTLS server does with a connection once its handshake is over (accepted or not).
+#[derive(Clone, Copy)]
+enum AfterHandshake {
+    /// Closes it at once.
+    Close,
+    /// Keeps it open for ten seconds without reading or writing: no sign either way.
+    Hold,
+    /// Reads until the client closes, as a server waiting for a request does.
+    ReadToEnd,
+}
+
+/// As [`mtls_server`], sending `tickets` TLS 1.3 session tickets after an accepted handshake
+/// and then doing `after` with the connection, failed handshakes included.
+async fn mtls_server_with(
+    ca: &TestCa,
+    server_cert: &testbed::Issued,
+    tickets: usize,
+    after: AfterHandshake,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<Option<usize>>,
+) {
+    use tokio::io::AsyncReadExt;
     let mut roots = rustls::RootCertStore::empty();
     roots.add_parsable_certificates(pathprobe::probe::tls::parse_pem_certs(ca.cert_pem.as_bytes()).unwrap());
     let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
@@ -196,26 +223,57 @@ async fn mtls_server(
     )
     .build()
     .unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(pathprobe::probe::tls::provider())
+    let mut config = rustls::ServerConfig::builder_with_provider(pathprobe::probe::tls::provider())
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_client_cert_verifier(verifier)
         .with_single_cert(server_cert.chain.clone(), server_cert.key())
         .unwrap();
+    config.send_tls13_tickets = tickets;
     let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (seen_tx, seen_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Ok((s, _)) = listener.accept().await {
-            let presented = match acceptor.accept(s).await {
-                Ok(tls) => tls.get_ref().1.peer_certificates().map(|c| c.len()),
-                Err(_) => None,
-            };
-            let _ = seen_tx.send(presented);
+            let acceptor = acceptor.clone();
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut sink = Vec::new();
+                match acceptor.accept(s).into_fallible().await {
+                    Ok(mut tls) => {
+                        let _ = seen_tx.send(tls.get_ref().1.peer_certificates().map(|c| c.len()));
+                        match after {
+                            AfterHandshake::Close => {}
+                            AfterHandshake::Hold => tokio::time::sleep(Duration::from_secs(10)).await,
+                            AfterHandshake::ReadToEnd => drop(tls.read_to_end(&mut sink).await),
+                        }
+                    }
+                    Err((_, mut tcp)) => {
+                        let _ = seen_tx.send(None);
+                        match after {
+                            AfterHandshake::Close => {}
+                            AfterHandshake::Hold => tokio::time::sleep(Duration::from_secs(10)).await,
+                            AfterHandshake::ReadToEnd => drop(tcp.read_to_end(&mut sink).await),
+                        }
+                    }
+                }
+            });
         }
     });
     (addr, seen_rx)
+}
+
+/// An inventory of one `tls` target at `addr` presenting `client` (the server trusts `ca`).
+fn mtls_target(addr: std::net::SocketAddr, ca: &TestCa, client: &testbed::Issued) -> pathprobe::target::Target {
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "ca.pem", &ca.cert_pem);
+    file(dir.path(), "client.pem", &client.cert_pem);
+    file(dir.path(), "client.key", &client.key_pem);
+    let yaml = format!(
+        "agent: {{ source_cluster: test }}\ntargets:\n  - {{ name: mtls, kind: tls, address: \"{addr}\", timeout: 2s, tls: {{ ca_file: ca.pem, cert_file: client.pem, key_file: client.key }} }}\n"
+    );
+    crate::common::inventory(&yaml, dir.path()).remove(0)
 }
 
 #[tokio::test]
@@ -266,4 +324,258 @@ async fn a_peer_closing_during_the_tls_handshake_is_connection_reset() {
     let server = testbed::speaking(b"").await;
     let r = check(&format!("tls://{}", server.addr), &opts()).await;
     assert_eq!(r.reason, Reason::ConnectionReset, "{:?}", r.error);
+}
+
+/// Options trusting exactly the certificate in `pem` (`--ca-file` pointing at it).
+fn pinning(pem: &str) -> (tempfile::TempDir, AdhocOptions) {
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = file(dir.path(), "pinned.pem", pem);
+    (
+        dir,
+        AdhocOptions {
+            ca_file: Some(ca_file),
+            ..opts()
+        },
+    )
+}
+
+fn valid_for_a_year() -> (time::OffsetDateTime, time::OffsetDateTime) {
+    let now = time::OffsetDateTime::now_utc();
+    (now - time::Duration::days(1), now + time::Duration::days(365))
+}
+
+#[tokio::test]
+async fn a_pinned_self_signed_ca_certificate_is_trusted_when_it_is_the_ca_file() {
+    let (from, to) = valid_for_a_year();
+    let cert = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&cert, ok).await;
+    let (_dir, pinned) = pinning(&cert.cert_pem);
+    for arg in [format!("tls://{}", server.addr), format!("https://{}/", server.addr)] {
+        let r = check(&arg, &pinned).await;
+        assert_eq!(r.reason, Reason::None, "{arg}: {:?}", r.error);
+        assert_eq!(r.trace.tls.as_ref().unwrap().version, "TLSv1.3");
+    }
+    // Without the pin it is what it always was: untrusted.
+    let r = check(&format!("tls://{}", server.addr), &opts()).await;
+    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_pinned_ca_certificate_is_found_among_other_certificates_of_the_ca_file() {
+    let (from, to) = valid_for_a_year();
+    let cert = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&cert, ok).await;
+    let other = TestCa::new();
+    let (_dir, pinned) = pinning(&format!("{}{}", other.cert_pem, cert.cert_pem));
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn an_expired_pinned_ca_certificate_is_tls_expired() {
+    let now = time::OffsetDateTime::now_utc();
+    let cert = testbed::self_signed_ca(
+        &["127.0.0.1"],
+        now - time::Duration::days(400),
+        now - time::Duration::days(3),
+    );
+    let server = testbed::https(&cert, ok).await;
+    let (_dir, pinned) = pinning(&cert.cert_pem);
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_not_yet_valid_pinned_ca_certificate_is_tls_expired() {
+    let now = time::OffsetDateTime::now_utc();
+    let cert = testbed::self_signed_ca(
+        &["127.0.0.1"],
+        now + time::Duration::days(3),
+        now + time::Duration::days(400),
+    );
+    let server = testbed::https(&cert, ok).await;
+    let (_dir, pinned) = pinning(&cert.cert_pem);
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_pinned_ca_certificate_for_another_name_is_tls_hostname() {
+    let (from, to) = valid_for_a_year();
+    let cert = testbed::self_signed_ca(&["nas.home.arpa"], from, to);
+    let server = testbed::https(&cert, ok).await;
+    let (_dir, pinned) = pinning(&cert.cert_pem);
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsHostname, "{:?}", r.error);
+    let named = AdhocOptions {
+        server_name: Some("nas.home.arpa".into()),
+        ..pinned
+    };
+    let r = check(&format!("tls://{}", server.addr), &named).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_different_pinned_self_signed_certificate_is_tls_untrusted() {
+    let (from, to) = valid_for_a_year();
+    let served = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let other = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&served, ok).await;
+    let (_dir, pinned) = pinning(&other.cert_pem);
+    let r = check(&format!("tls://{}", server.addr), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
+}
+
+#[tokio::test]
+async fn a_pinned_ca_certificate_only_for_client_auth_is_tls_untrusted() {
+    let (from, to) = valid_for_a_year();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = from;
+    params.not_after = to;
+    let cert = params.self_signed(&key).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "cert.pem", &cert.pem());
+    file(dir.path(), "key.pem", &key.serialize_pem());
+    let identity =
+        pathprobe::probe::tls::parse_identity(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(pathprobe::probe::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let _ = acceptor.accept(s).await;
+        }
+    });
+    let (_pin_dir, pinned) = pinning(&cert.pem());
+    let r = check(&format!("tls://{addr}"), &pinned).await;
+    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
+}
+
+/// The agent's page and log speak the inventory's words, and do not tell the operator to set
+/// `tls.ca_file` when it is set.
+#[tokio::test]
+async fn untrusted_advice_in_inventory_words_fits_whether_ca_file_is_set() {
+    use pathprobe::report::{advice, Hints};
+    let (from, to) = valid_for_a_year();
+    let served = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let other = testbed::self_signed_ca(&["127.0.0.1"], from, to);
+    let server = testbed::https(&served, ok).await;
+    let dir = tempfile::tempdir().unwrap();
+    file(dir.path(), "other.pem", &other.cert_pem);
+    let yaml = format!(
+        "agent: {{ source_cluster: t }}\ntargets:\n  - {{ name: pinned-wrong, kind: tls, address: \"{a}\", tls: {{ ca_file: other.pem }} }}\n  - {{ name: system-roots, kind: tls, address: \"{a}\" }}\n",
+        a = server.addr
+    );
+    let targets = crate::common::inventory(&yaml, dir.path());
+    let with_ca = crate::common::run(&targets[0]).await;
+    assert_eq!(with_ca.reason, Reason::TlsUntrusted);
+    let words = advice(&targets[0], &with_ca, Hints::Inventory);
+    assert!(
+        words.contains("the CA in tls.ca_file") && !words.contains("set tls.ca_file"),
+        "{words}"
+    );
+    let without = crate::common::run(&targets[1]).await;
+    assert_eq!(without.reason, Reason::TlsUntrusted);
+    let words = advice(&targets[1], &without, Hints::Inventory);
+    assert!(words.contains("set tls.ca_file"), "{words}");
+}
+
+#[tokio::test]
+async fn the_wait_for_a_silent_servers_verdict_on_the_client_certificate_is_not_timed_as_tls() {
+    let ca = TestCa::new();
+    let (addr, mut seen) = mtls_server_with(&ca, &ca.issue_valid(&["127.0.0.1"]), 0, AfterHandshake::Hold).await;
+    let r = crate::common::run(&mtls_target(addr, &ca, &ca.issue_valid(&["pathprobe-client"]))).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    assert_eq!(seen.recv().await, Some(Some(1)), "the server accepted the certificate");
+    let tls = r.trace.phase(Phase::Tls).expect("tls phase");
+    // No ticket, no data, no close: the probe waited the whole verdict wait, outside the tls phase.
+    assert!(
+        tls + pathprobe::probe::tls::CLIENT_CERTIFICATE_VERDICT_WAIT <= r.total,
+        "tls {tls:?} holds the verdict wait (total {:?})",
+        r.total
+    );
+}
+
+#[tokio::test]
+async fn a_session_ticket_after_the_handshake_ends_the_wait_for_the_client_certificate_verdict() {
+    let ca = TestCa::new();
+    let (addr, mut seen) = mtls_server_with(&ca, &ca.issue_valid(&["127.0.0.1"]), 2, AfterHandshake::Hold).await;
+    let r = crate::common::run(&mtls_target(addr, &ca, &ca.issue_valid(&["pathprobe-client"]))).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    assert_eq!(seen.recv().await, Some(Some(1)), "the server accepted the certificate");
+    assert!(
+        r.total < pathprobe::probe::tls::CLIENT_CERTIFICATE_VERDICT_WAIT,
+        "the server's ticket proved acceptance, yet the probe took {:?}",
+        r.total
+    );
+}
+
+#[tokio::test]
+async fn a_server_without_tickets_that_closes_on_close_notify_ends_the_wait_for_the_verdict() {
+    let ca = TestCa::new();
+    let (addr, mut seen) = mtls_server_with(&ca, &ca.issue_valid(&["127.0.0.1"]), 0, AfterHandshake::ReadToEnd).await;
+    let r = crate::common::run(&mtls_target(addr, &ca, &ca.issue_valid(&["pathprobe-client"]))).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    assert_eq!(seen.recv().await, Some(Some(1)), "the server accepted the certificate");
+    assert!(
+        r.total < pathprobe::probe::tls::CLIENT_CERTIFICATE_VERDICT_WAIT,
+        "the server closed after our close_notify, yet the probe took {:?}",
+        r.total
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_refused_by_a_server_that_keeps_the_connection_open_is_tls_handshake() {
+    let ca = TestCa::new();
+    for (tickets, after) in [(2, AfterHandshake::Hold), (0, AfterHandshake::ReadToEnd)] {
+        let (addr, mut seen) = mtls_server_with(&ca, &ca.issue_valid(&["127.0.0.1"]), tickets, after).await;
+        let wrong = TestCa::new().issue_valid(&["pathprobe-client"]);
+        let r = crate::common::run(&mtls_target(addr, &ca, &wrong)).await;
+        assert_eq!(r.reason, Reason::TlsHandshake, "{:?}", r.error);
+        assert_eq!(seen.recv().await, Some(None), "the server refused the certificate");
+        assert!(r.trace.phase(Phase::Tls).is_some());
+    }
+}
+
+/// A must-be-blocked target built the way users write one.
+fn must_be_blocked(kind: &str, where_: &str) -> pathprobe::target::Target {
+    let dir = tempfile::tempdir().unwrap();
+    let field = if kind == "http" { "url" } else { "address" };
+    let yaml = format!(
+        "agent: {{ source_cluster: lab }}\ndefaults: {{ timeout: 1s }}\ntargets:\n  - {{ name: blocked, kind: {kind}, {field}: \"{where_}\", expect: {{ blocked: true }} }}\n"
+    );
+    crate::common::inventory(&yaml, dir.path()).remove(0)
+}
+
+#[tokio::test]
+async fn a_must_be_blocked_target_that_accepts_the_connection_is_unexpectedly_reachable() {
+    let server = testbed::http(ok).await;
+    for (kind, at) in [
+        ("tcp", server.addr.to_string()),
+        ("tls", server.addr.to_string()),
+        ("http", format!("http://{}/", server.addr)),
+    ] {
+        let r = crate::common::run(&must_be_blocked(kind, &at)).await;
+        assert_eq!(r.reason, Reason::UnexpectedlyReachable, "{kind}: {:?}", r.error);
+        assert!(
+            r.trace.tls.is_none() && r.trace.http_status.is_none(),
+            "{kind}: only connected"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_must_be_blocked_target_that_refuses_succeeds() {
+    let closed = testbed::refused_port().await;
+    let r = crate::common::run(&must_be_blocked("tcp", &closed.to_string())).await;
+    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
 }
