@@ -6,23 +6,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use thiserror::Error;
 use tokio::net::TcpListener;
 
+/// A response body: whole, or produced as it is sent (`/metrics`).
+pub type Body = BoxBody<Bytes, Infallible>;
+
 /// Answers a GET by path.
 pub trait Routes: Send + Sync + 'static {
-    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>>;
+    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Body>;
 
     /// Answers a GET that may carry a query (`/mesh?bytes=N`); by default the query is ignored.
-    fn respond_query(
-        &self,
-        path: &str,
-        _query: Option<&str>,
-        headers: &http::HeaderMap,
-    ) -> http::Response<Full<Bytes>> {
+    fn respond_query(&self, path: &str, _query: Option<&str>, headers: &http::HeaderMap) -> http::Response<Body> {
         self.respond(path, headers)
     }
 }
@@ -88,15 +86,24 @@ pub async fn serve(listener: TcpListener, routes: Arc<dyn Routes>, shutdown: imp
 }
 
 /// A plain-text response.
-pub fn text(status: u16, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+pub fn text(status: u16, body: impl Into<Bytes>) -> http::Response<Body> {
     with_type(status, "text/plain; charset=utf-8", body)
 }
 
 /// A response with a content type.
-pub fn with_type(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+pub fn with_type(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<Body> {
+    streamed(status, content_type, Full::new(body.into()))
+}
+
+/// A response whose body is produced as it is sent (chunked).
+pub fn streamed(
+    status: u16,
+    content_type: &str,
+    body: impl hyper::body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
+) -> http::Response<Body> {
     http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
-        .body(Full::new(body.into()))
+        .body(body.boxed())
         .expect("static parts are valid")
 }
