@@ -205,6 +205,7 @@ fn init_logging(default_level: &str, json: bool) {
 }
 
 fn main() -> ExitCode {
+    pathprobe::agent::tune_allocator();
     let cli = Cli::parse();
     match &cli.command {
         Command::Run(args) => init_logging("info", args.log_format == "json"),

@@ -107,10 +107,13 @@ impl<H: Hooks> Scheduler<H> {
 
     /// Makes the schedule match `targets`: new identities start, unchanged ones keep their
     /// phase and take the new settings, missing ones stop (their running probe is not recorded).
-    pub fn apply(&mut self, targets: Vec<Target>) -> Applied {
+    /// Takes targets or `Arc`s of them: the agent shares one copy of each target with its
+    /// status rows.
+    pub fn apply<T: Into<Arc<Target>>>(&mut self, targets: impl IntoIterator<Item = T>) -> Applied {
         let mut applied = Applied::default();
-        let mut wanted: HashMap<TargetLabels, Target> = HashMap::new();
+        let mut wanted: HashMap<TargetLabels, Arc<Target>> = HashMap::new();
         for t in targets {
+            let t = t.into();
             wanted.insert(TargetLabels::of(&t), t);
         }
         self.slots.retain(|key, slot| {
@@ -127,7 +130,7 @@ impl<H: Hooks> Scheduler<H> {
             if let Some(slot) = self.slots.get(&key) {
                 let mut current = slot.target.lock().expect("not poisoned");
                 let changed = current.interval != target.interval;
-                *current = Arc::new(target);
+                *current = target;
                 drop(current);
                 if changed {
                     slot.interval_changed.notify_one();
@@ -137,7 +140,7 @@ impl<H: Hooks> Scheduler<H> {
             }
             let first = now + self.offset(&key, target.interval);
             let slot = Arc::new(Slot {
-                target: Mutex::new(Arc::new(target)),
+                target: Mutex::new(target),
                 running: AtomicBool::new(false),
                 removed: CancellationToken::new(),
                 stop: self.stop.child_token(),
@@ -507,7 +510,7 @@ mod tests {
         tokio::time::sleep(Duration::from_secs(10)).await;
         // Its one probe is running (5s long, started within the first 10s) or done; remove now.
         let running = rec.in_flight.lock().unwrap().0;
-        s.apply(vec![]);
+        s.apply(Vec::<Target>::new());
         tokio::time::sleep(Duration::from_secs(20)).await;
         let finished = rec.finished.lock().unwrap();
         assert_eq!(finished.iter().filter(|(_, recorded)| !recorded).count(), running);

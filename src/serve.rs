@@ -15,24 +15,22 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
+/// A response body: whole, or produced as it is sent (`/metrics`).
+pub type Body = BoxBody<Bytes, Infallible>;
+
 /// Answers a GET by path.
 pub trait Routes: Send + Sync + 'static {
-    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>>;
+    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Body>;
 
     /// Answers a GET that may carry a query (`/mesh?bytes=N`); by default the query is ignored.
-    fn respond_query(
-        &self,
-        path: &str,
-        _query: Option<&str>,
-        headers: &http::HeaderMap,
-    ) -> http::Response<Full<Bytes>> {
+    fn respond_query(&self, path: &str, _query: Option<&str>, headers: &http::HeaderMap) -> http::Response<Body> {
         self.respond(path, headers)
     }
 }
@@ -146,8 +144,9 @@ where
             if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
                 return Ok::<_, Infallible>(text(405, "only GET and HEAD\n"));
             }
-            // Rendering thousands of targets' series is CPU work of a second or more: off the
-            // runtime's workers, so probes keep their schedule while Prometheus scrapes.
+            // Building a response can be CPU work (the status page's HTML for thousands of
+            // targets): off the runtime's workers, so probes keep their schedule meanwhile.
+            // `/metrics` comes back as a stream whose chunks are rendered as hyper writes them.
             let (parts, _body) = req.into_parts();
             let resp = tokio::task::spawn_blocking(move || {
                 routes.respond_query(parts.uri.path(), parts.uri.query(), &parts.headers)
@@ -239,15 +238,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stall<S> {
 }
 
 /// A plain-text response.
-pub fn text(status: u16, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+pub fn text(status: u16, body: impl Into<Bytes>) -> http::Response<Body> {
     with_type(status, "text/plain; charset=utf-8", body)
 }
 
 /// A response with a content type.
-pub fn with_type(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<Full<Bytes>> {
+pub fn with_type(status: u16, content_type: &str, body: impl Into<Bytes>) -> http::Response<Body> {
+    streamed(status, content_type, Full::new(body.into()))
+}
+
+/// A response whose body is produced as it is sent (chunked).
+pub fn streamed(
+    status: u16,
+    content_type: &str,
+    body: impl hyper::body::Body<Data = Bytes, Error = Infallible> + Send + Sync + 'static,
+) -> http::Response<Body> {
     http::Response::builder()
         .status(status)
         .header(http::header::CONTENT_TYPE, content_type)
-        .body(Full::new(body.into()))
+        .body(body.boxed())
         .expect("static parts are valid")
 }

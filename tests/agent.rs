@@ -122,6 +122,14 @@ async fn the_agent_exports_every_target_labelled_by_source_and_promtool_accepts_
     assert_eq!(status, 200);
     assert!(om.ends_with("# EOF\n"));
     pathprobe::exposition::parse(&om, pathprobe::exposition::Format::OpenMetrics).expect("valid OpenMetrics");
+    // `q=0` is "not this": the text format, which OpenMetrics' parser refuses (no `# EOF`).
+    let (status, refused) = agent.get(
+        "/metrics",
+        Some("application/openmetrics-text;version=1.0.0;q=0,text/plain;version=0.0.4"),
+    );
+    assert_eq!(status, 200);
+    assert!(!refused.contains("# EOF"), "OpenMetrics served despite q=0");
+    pathprobe::exposition::parse(&refused, pathprobe::exposition::Format::PrometheusText).expect("valid text format");
     assert_eq!(agent.get("/healthz", None).0, 200);
     assert_eq!(agent.get("/readyz", None).0, 200);
     assert!(agent.logged("target failing"), "a failing target is logged");
@@ -450,6 +458,46 @@ fn a_listen_address_in_use_is_a_clear_error() {
         err.contains(&format!("cannot listen on {addr}: address already in use")),
         "{err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_changes_the_source_labels_leaves_no_series_of_a_target_removed_mid_probe() {
+    let hanging = testbed::hanging().await;
+    let fast = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "ok")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inventory.yaml");
+    let fast_line = format!("  - {{ name: fast, kind: http, url: \"http://{}/\" }}\n", fast.addr);
+    let hang_line = format!(
+        "  - {{ name: hang, kind: http, url: \"http://{}/\", interval: 2s, timeout: 1500ms }}\n",
+        hanging.addr
+    );
+    std::fs::write(&config, inventory(&(fast_line.clone() + &hang_line))).unwrap();
+    let after = inventory(&fast_line).replace("network: pod", "network: host");
+    tokio::task::spawn_blocking(move || {
+        let agent = Agent::start(&config, "n", &[]);
+        agent.wait_metrics("the hanging probe in flight", 10 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "fast")]) == Some(1.0)
+                && value(t, "pathprobe_probes_in_flight", &[]).unwrap_or(0.0) >= 1.0
+        });
+        write_atomic(&config, &after);
+        agent.wait_metrics("the new source labels", 5 * SECOND, |t| {
+            value(t, "pathprobe_success", &[("target", "fast"), ("network", "host")]) == Some(1.0)
+        });
+        // Past the removed target's timeout: its probe has ended, and was not recorded.
+        std::thread::sleep(Duration::from_millis(2000));
+        let text = agent.metrics();
+        assert!(!text.contains("target=\"hang\""), "a removed target's series:\n{text}");
+        assert!(
+            !text.contains("network=\"pod\""),
+            "a series with the old source labels:\n{text}"
+        );
+        assert_eq!(
+            value(&text, "pathprobe_config_reloads_total", &[("result", "success")]),
+            Some(1.0)
+        );
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

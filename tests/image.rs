@@ -338,7 +338,13 @@ fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     let mut raw = String::new();
     s.read_to_string(&mut raw).ok()?;
     let (head, body) = raw.split_once("\r\n\r\n")?;
-    Some((head.split_whitespace().nth(1)?.parse().ok()?, body.to_string()))
+    // `/metrics` is streamed: a chunked body.
+    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        agent::dechunk(body)
+    } else {
+        body.to_string()
+    };
+    Some((head.split_whitespace().nth(1)?.parse().ok()?, body))
 }
 
 /// A running `podman run` of the image; removed on drop.

@@ -202,11 +202,10 @@ fn the_mesh_names_the_broken_pair_the_mtu_black_hole_and_the_reachable_must_be_b
         reasons.len() == 2 && reasons.iter().all(|r| r["metric"]["reason"] == "connect_timeout"),
         "{reasons:?}"
     );
-    assert_eq!(
-        query(&mon, "sum(pathprobe_peer_success)")[0]["value"][1],
-        "22",
-        "every other pair green"
-    );
+    // Every other pair green (a wait: on a loaded machine one 500ms probe may time out once).
+    wait_at(&mon, PROM, "sum(pathprobe_peer_success)", long, |r| {
+        r.first().is_some_and(|s| s["value"][1] == "22")
+    });
 
     // Must-be-blocked: the dropped one succeeds everywhere, the open one is reached everywhere.
     wait_at(

@@ -10,15 +10,13 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use pathprobe::serve::{self, Limits, Routes};
 
 /// `/big` is 8 MiB (more than the socket buffers hold), anything else `ok`.
 struct Test;
 
 impl Routes for Test {
-    fn respond(&self, path: &str, _: &http::HeaderMap) -> http::Response<Full<Bytes>> {
+    fn respond(&self, path: &str, _: &http::HeaderMap) -> http::Response<serve::Body> {
         match path {
             "/big" => serve::text(200, vec![b'x'; 8 << 20]),
             _ => serve::text(200, "ok\n"),

@@ -5,8 +5,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http_body_util::Full;
 use libfuzzer_sys::fuzz_target;
 use pathprobe::serve::{self, Limits, Routes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -14,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 struct Echo;
 
 impl Routes for Echo {
-    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Full<Bytes>> {
+    fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<serve::Body> {
         serve::text(200, format!("{path} {}\n", headers.len()))
     }
 }

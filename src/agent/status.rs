@@ -5,12 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::metrics::TargetLabels;
+use crate::metrics::{TargetKey, TargetLabels};
 use crate::probe::ProbeResult;
 use crate::reason::Reason;
 use crate::target::{AbsentTarget, Target};
@@ -18,8 +18,10 @@ use crate::target::{AbsentTarget, Target};
 /// One target's row.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub target: Target,
-    pub last: Option<ProbeResult>,
+    /// Shared with the scheduler: one copy of each target.
+    pub target: Arc<Target>,
+    /// Boxed: most of the time only the map's entry is touched, and entries stay small.
+    pub last: Option<Box<ProbeResult>>,
     pub last_success: Option<SystemTime>,
     /// When the current reason was first seen.
     pub since: Option<SystemTime>,
@@ -105,9 +107,9 @@ fn log_suppressed(s: Suppressed) {
 
 impl Status {
     /// Makes the rows match the inventory, keeping the state of targets that stay.
-    pub fn set_inventory(&self, targets: &[Target], absent: &[AbsentTarget]) {
+    pub fn set_inventory(&self, targets: &[Arc<Target>], absent: &[AbsentTarget]) {
         let mut rows = self.rows.lock().expect("not poisoned");
-        let keys: std::collections::HashSet<TargetLabels> = targets.iter().map(TargetLabels::of).collect();
+        let keys: std::collections::HashSet<TargetLabels> = targets.iter().map(|t| TargetLabels::of(t)).collect();
         rows.retain(|k, _| keys.contains(k));
         for t in targets {
             rows.entry(TargetLabels::of(t))
@@ -123,9 +125,9 @@ impl Status {
     }
 
     /// Records a result, logging when the target's state changes.
-    pub fn record(&self, target: &Target, result: &ProbeResult) {
+    pub fn record(&self, target: &Target, result: ProbeResult) {
         let mut rows = self.rows.lock().expect("not poisoned");
-        let Some(row) = rows.get_mut(&TargetLabels::of(target)) else {
+        let Some(row) = rows.get_mut(TargetKey(target).as_key()) else {
             return;
         };
         let before = row.last.as_ref().map(|r| r.reason);
@@ -140,14 +142,17 @@ impl Status {
                 log_suppressed(s);
             }
             if admitted {
-                log_change(target, before, result);
+                log_change(target, before, &result);
             }
             row.since = Some(result.finished_at);
         }
         if result.success() {
             row.last_success = Some(result.finished_at);
         }
-        row.last = Some(result.clone());
+        match &mut row.last {
+            Some(last) => **last = result,
+            None => row.last = Some(Box::new(result)),
+        }
     }
 
     /// Logs what the last window did not, once it is over (the control loop calls this every

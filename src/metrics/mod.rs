@@ -1,73 +1,135 @@
 //! The exporter: probe results in, Prometheus series out. Knows nothing of sockets.
 //!
-//! Source labels (`source_node`, `source_cluster`, `network`) are the registry's constant labels;
-//! per-target series carry the target's identity. The exporter remembers each target's last
-//! reason so `pathprobe_failure_reason` keeps exactly one series per target, and can forget a
-//! target whole when it leaves the inventory.
+//! Each target's state is plain numbers in one compact [`Series`] with its label set rendered
+//! once, when the target is declared; `/metrics` is written straight from that state
+//! ([`write`]), a bounded chunk at a time, so a 10k-target exposition never sits whole in memory
+//! and no per-series objects exist. A target must be declared ([`Exporter::add_target`]) before
+//! its results count: a result for a target the exporter does not know (it left the inventory
+//! meanwhile) is dropped, so no series can outlive its target.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::UNIX_EPOCH;
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, UNIX_EPOCH};
 
-use prometheus::{
-    Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
-};
-
-pub mod blocked;
-mod discovery;
 mod openmetrics;
+mod write;
+
+pub use write::{Exposition, Format};
 
 use crate::probe::{Family, FamilyOutcome, Phase, ProbeResult};
 use crate::reason::Reason;
 use crate::target::{AbsentTarget, Target};
 
-/// The content type of [`Exporter::render`]'s output.
+/// The content type of the Prometheus text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Per-target label names, in the order [`TargetLabels::values`] gives them.
-pub(crate) const TARGET_LABELS: [&str; 5] = ["target", "target_job", "target_instance", "target_cluster", "kind"];
-
-/// A target's identity as label values.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetLabels([String; 5]);
+/// A target's identity as label values: `target`, `target_job`, `target_instance`,
+/// `target_cluster`, `kind`. One allocation holding the five values back to back: the scheduler,
+/// the status rows and the exporter each key a map by it, at every target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetLabels {
+    text: Box<str>,
+    ends: [u32; 5],
+}
 
 impl TargetLabels {
+    fn from_parts(parts: [&str; 5]) -> TargetLabels {
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 5];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            *end = text.len() as u32;
+        }
+        TargetLabels {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
     pub fn of(target: &Target) -> TargetLabels {
-        TargetLabels([
-            target.name.clone(),
-            target.job.clone(),
-            target.instance.clone(),
-            target.cluster.clone(),
-            target.kind.as_str().to_string(),
-        ])
+        TargetLabels::from_parts(TargetKey(target).parts())
     }
 
     pub fn of_absent(target: &AbsentTarget) -> TargetLabels {
-        TargetLabels([
-            target.name.clone(),
-            target.job.clone(),
-            target.instance.clone(),
-            target.cluster.clone(),
-            target.kind.map(|k| k.as_str()).unwrap_or("").to_string(),
+        TargetLabels::from_parts([
+            &target.name,
+            &target.job,
+            &target.instance,
+            &target.cluster,
+            target.kind.map(|k| k.as_str()).unwrap_or(""),
         ])
-    }
-
-    fn values(&self) -> [&str; 5] {
-        [&self.0[0], &self.0[1], &self.0[2], &self.0[3], &self.0[4]]
-    }
-
-    pub(crate) fn with<'a>(&'a self, extra: &'a str) -> [&'a str; 6] {
-        let v = self.values();
-        [v[0], v[1], v[2], v[3], v[4], extra]
-    }
-
-    fn with2<'a>(&'a self, a: &'a str, b: &'a str) -> [&'a str; 7] {
-        let v = self.values();
-        [v[0], v[1], v[2], v[3], v[4], a, b]
     }
 }
 
-/// Who is probing: the registry's constant labels.
+/// A target identity, owned ([`TargetLabels`]) or borrowed ([`TargetKey`]): maps keyed by
+/// `TargetLabels` are looked up with a borrowed `&Target`, so recording a probe builds no strings.
+pub trait Identity {
+    fn parts(&self) -> [&str; 5];
+}
+
+impl Identity for TargetLabels {
+    fn parts(&self) -> [&str; 5] {
+        let e = self.ends.map(|e| e as usize);
+        let t = &self.text;
+        [
+            &t[..e[0]],
+            &t[e[0]..e[1]],
+            &t[e[1]..e[2]],
+            &t[e[2]..e[3]],
+            &t[e[3]..e[4]],
+        ]
+    }
+}
+
+/// A borrowed view of a target's identity.
+pub struct TargetKey<'a>(pub &'a Target);
+
+impl Identity for TargetKey<'_> {
+    fn parts(&self) -> [&str; 5] {
+        let t = self.0;
+        [&t.name, &t.job, &t.instance, &t.cluster, t.kind.as_str()]
+    }
+}
+
+impl TargetKey<'_> {
+    /// As a map key: `map.get(TargetKey(t).as_key())` on a `HashMap<TargetLabels, _>`.
+    pub fn as_key(&self) -> &(dyn Identity + '_) {
+        self
+    }
+}
+
+impl Hash for dyn Identity + '_ {
+    /// As `[String; 5]`'s derived hash (length, then each part): the scheduler's phases, a hash
+    /// of the identity, stay where they were before this type had its own hash.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn Identity + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn Identity + '_ {}
+
+impl Hash for TargetLabels {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (self as &dyn Identity).hash(h)
+    }
+}
+
+impl<'a> Borrow<dyn Identity + 'a> for TargetLabels {
+    fn borrow(&self) -> &(dyn Identity + 'a) {
+        self
+    }
+}
+
+/// Who is probing: the source labels on every series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
     pub node: String,
@@ -75,448 +137,461 @@ pub struct Source {
     pub network: String,
 }
 
-/// Every metric of the contract.
-pub struct Exporter {
-    registry: Registry,
-    success: IntGaugeVec,
-    duration: GaugeVec,
-    probe_duration: HistogramVec,
-    probes: IntCounterVec,
-    failures: IntCounterVec,
-    failure_reason: IntGaugeVec,
-    http_status: IntGaugeVec,
-    cert_not_after: GaugeVec,
-    last_probe: GaugeVec,
-    expected: IntGaugeVec,
-    skipped: IntCounterVec,
-    dns_lookups: IntCounterVec,
-    address_success: IntGaugeVec,
-    address_failure_reason: IntGaugeVec,
-    /// All-address mode: each target's addresses of the latest probe and their reasons, so the
-    /// series of an address that is gone, or of an old reason, can be removed.
-    last_addresses: Mutex<HashMap<TargetLabels, HashMap<String, Reason>>>,
-    /// Reload outcomes.
-    pub config_reloads: IntCounterVec,
-    pub config_last_reload_successful: Gauge,
-    pub scheduler_lag: prometheus::Histogram,
-    pub in_flight: Gauge,
-    last_reason: Mutex<HashMap<TargetLabels, Reason>>,
-    /// Discovery's metrics and the absent targets' why.
-    pub extra: discovery::Extra,
+/// `pathprobe_probe_duration_seconds`'s bucket bounds.
+const PROBE_BUCKETS: [f64; 14] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// `pathprobe_scheduler_lag_seconds`'s bucket bounds.
+const LAG_BUCKETS: [f64; 9] = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+
+/// One target's series, as numbers. `labels` is the target's whole label set, sorted by name as
+/// Prometheus writes it, escaped; a series with one more label (`phase`, `reason`, `result`) has
+/// it inserted at `split` (right after `network`), a histogram bucket's `le` goes last.
+#[derive(Debug)]
+struct Series {
+    labels: Box<str>,
+    split: u32,
+    /// Probed (has counters), as opposed to only documented-absent.
+    probed: bool,
+    expected: bool,
+    /// A must-be-blocked target (`pathprobe_target_expect_blocked 1`).
+    blocked: bool,
+    /// A documented-absent target's `why="…"`, rendered (`pathprobe_target_absent_info`).
+    why: Option<Box<str>>,
+    /// All-address mode: each address of the latest probe, as its rendered `address="…"`, and
+    /// its reason. Replaced at every probe, so an address no longer resolved loses its series.
+    addresses: Vec<(Box<str>, Reason)>,
+    probes_success: u64,
+    probes_failure: u64,
+    skipped: u64,
+    /// Failures by reason, in the order first seen; only reasons seen have a series.
+    failures: Vec<(Reason, u64)>,
+    /// The latest probe, once there was one.
+    last: Option<Latest>,
+    /// The latest peer certificate's expiry: kept once seen, like a gauge left at its value.
+    cert_not_after: Option<f64>,
+    /// Per-bucket (not cumulative) counts of `pathprobe_probe_duration_seconds`, then the
+    /// overflow bucket.
+    buckets: [u32; PROBE_BUCKETS.len() + 1],
+    duration_sum: f64,
 }
 
-fn opts(name: &str, help: &str) -> Opts {
-    Opts::new(name, help)
+/// The latest probe's gauges.
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    success: bool,
+    reason: Reason,
+    /// Seconds per phase, in [`Phase::ALL`]'s order.
+    phases: [f64; 6],
+    http_status: u16,
+    finished: f64,
+}
+
+impl Series {
+    fn new(source: &Source, id: &dyn Identity) -> Series {
+        let [target, job, instance, cluster, kind] = id.parts();
+        let mut head = String::with_capacity(160);
+        label(&mut head, "kind", kind);
+        head.push(',');
+        label(&mut head, "network", &source.network);
+        let split = head.len() as u32;
+        for (name, value) in [
+            ("source_cluster", source.cluster.as_str()),
+            ("source_node", source.node.as_str()),
+            ("target", target),
+            ("target_cluster", cluster),
+            ("target_instance", instance),
+            ("target_job", job),
+        ] {
+            head.push(',');
+            label(&mut head, name, value);
+        }
+        Series {
+            labels: head.into_boxed_str(),
+            split,
+            probed: false,
+            expected: true,
+            blocked: false,
+            why: None,
+            addresses: Vec::new(),
+            probes_success: 0,
+            probes_failure: 0,
+            skipped: 0,
+            failures: Vec::new(),
+            last: None,
+            cert_not_after: None,
+            buckets: [0; PROBE_BUCKETS.len() + 1],
+            duration_sum: 0.0,
+        }
+    }
+
+    fn probe_count(&self) -> u64 {
+        self.buckets.iter().map(|&b| u64::from(b)).sum()
+    }
+}
+
+/// Writes `name="value"` with the value escaped as both formats want.
+fn label(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push_str("=\"");
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Every target's series: a slab (stable positions, so a chunked render can resume where it
+/// stopped) and an index by identity.
+#[derive(Default)]
+struct Table {
+    index: HashMap<TargetLabels, u32>,
+    slots: Vec<Option<Series>>,
+    free: Vec<u32>,
+}
+
+impl Table {
+    fn get_mut(&mut self, id: &dyn Identity) -> Option<&mut Series> {
+        let &i = self.index.get(id)?;
+        self.slots[i as usize].as_mut()
+    }
+
+    fn entry(&mut self, source: &Source, key: TargetLabels) -> &mut Series {
+        let i = match self.index.get(&key as &dyn Identity) {
+            Some(&i) => i,
+            None => {
+                let series = Series::new(source, &key);
+                let i = match self.free.pop() {
+                    Some(i) => {
+                        self.slots[i as usize] = Some(series);
+                        i
+                    }
+                    None => {
+                        self.slots.push(Some(series));
+                        (self.slots.len() - 1) as u32
+                    }
+                };
+                self.index.insert(key, i);
+                i
+            }
+        };
+        self.slots[i as usize].as_mut().expect("indexed slots are occupied")
+    }
+
+    fn remove(&mut self, id: &dyn Identity) {
+        if let Some(i) = self.index.remove(id) {
+            self.slots[i as usize] = None;
+            self.free.push(i);
+        }
+    }
+}
+
+/// The scheduler's lag histogram.
+#[derive(Default)]
+struct Lag {
+    buckets: [u64; LAG_BUCKETS.len() + 1],
+    sum: f64,
+}
+
+/// Every metric of the contract.
+pub struct Exporter {
+    source: Source,
+    /// `network="…",source_cluster="…",source_node="…"`: the process-level series' labels.
+    source_labels: String,
+    table: Mutex<Table>,
+    in_flight: AtomicI64,
+    lag: Mutex<Lag>,
+    reloads: [AtomicU64; 2],
+    last_reload_ok: AtomicBool,
+    /// `pathprobe_dns_lookups_total`, by [`Family`] then [`FamilyOutcome`] (their `ALL` order).
+    dns_lookups: [[AtomicU64; FamilyOutcome::ALL.len()]; Family::ALL.len()],
+    discovery: Discovery,
+}
+
+/// Discovery's own series, exported only while the inventory has `discovery:`.
+#[derive(Default)]
+struct Discovery {
+    on: AtomicBool,
+    /// `pathprobe_discovery_refreshes_total`, by [`ReloadResult`] (success, failure).
+    refreshes: [AtomicU64; 2],
+    last_ok: AtomicBool,
+    /// `pathprobe_discovered_targets`: the last good list's length.
+    discovered: AtomicU64,
+}
+
+/// A reload's outcome, the `result` label of `pathprobe_config_reloads_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadResult {
+    Success,
+    Failure,
+}
+
+impl ReloadResult {
+    pub const ALL: [ReloadResult; 2] = [ReloadResult::Success, ReloadResult::Failure];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            ReloadResult::Success => "success",
+            ReloadResult::Failure => "failure",
+        }
+    }
 }
 
 impl Exporter {
-    /// Builds and registers every metric.
     pub fn new(source: &Source) -> Exporter {
-        let labels = HashMap::from([
-            ("source_node".to_string(), source.node.clone()),
-            ("source_cluster".to_string(), source.cluster.clone()),
-            ("network".to_string(), source.network.clone()),
-        ]);
-        let registry = Registry::new_custom(None, Some(labels)).expect("constant labels are valid");
-        let with = |extra: &'static str| {
-            let mut v: Vec<&str> = TARGET_LABELS.to_vec();
-            v.push(extra);
-            v
-        };
-        let t = &TARGET_LABELS[..];
-        let success = IntGaugeVec::new(
-            opts(
-                "pathprobe_success",
-                "1 if the latest probe of the target succeeded, else 0.",
-            ),
-            t,
-        )
-        .unwrap();
-        let duration = GaugeVec::new(
-            opts(
-                "pathprobe_duration_seconds",
-                "Duration of each phase of the latest probe (0 for a phase that did not run).",
-            ),
-            &with("phase"),
-        )
-        .unwrap();
-        let probe_duration = HistogramVec::new(
-            HistogramOpts::new("pathprobe_probe_duration_seconds", "Total duration of every probe.").buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            t,
-        )
-        .unwrap();
-        let probes = IntCounterVec::new(
-            opts("pathprobe_probes_total", "Probes run, by result."),
-            &with("result"),
-        )
-        .unwrap();
-        let failures = IntCounterVec::new(
-            opts(
-                "pathprobe_failures_total",
-                "Failed probes, by the first phase that broke.",
-            ),
-            &with("reason"),
-        )
-        .unwrap();
-        let failure_reason = IntGaugeVec::new(
-            opts(
-                "pathprobe_failure_reason",
-                "Always 1; the reason label is the latest probe's reason (none on success).",
-            ),
-            &with("reason"),
-        )
-        .unwrap();
-        let http_status = IntGaugeVec::new(
-            opts(
-                "pathprobe_http_status_code",
-                "HTTP status of the latest probe, 0 if none.",
-            ),
-            t,
-        )
-        .unwrap();
-        let cert_not_after = GaugeVec::new(
-            opts(
-                "pathprobe_tls_cert_not_after_timestamp_seconds",
-                "Expiry of the peer's leaf certificate, Unix seconds.",
-            ),
-            t,
-        )
-        .unwrap();
-        let last_probe = GaugeVec::new(
-            opts(
-                "pathprobe_last_probe_timestamp_seconds",
-                "When the latest probe finished, Unix seconds.",
-            ),
-            t,
-        )
-        .unwrap();
-        let expected = IntGaugeVec::new(
-            opts(
-                "pathprobe_target_expected",
-                "1 if the inventory expects the target to exist, 0 for documented-absent targets.",
-            ),
-            t,
-        )
-        .unwrap();
-        let skipped = IntCounterVec::new(
-            opts(
-                "pathprobe_probes_skipped_total",
-                "Probes not started because the previous probe of the target was still running.",
-            ),
-            t,
-        )
-        .unwrap();
-        let dns_lookups = IntCounterVec::new(
-            opts(
-                "pathprobe_dns_lookups_total",
-                "Name lookups of probed targets, by address family (ipv4: A, ipv6: AAAA) and what that family's question got.",
-            ),
-            &["family", "outcome"],
-        )
-        .unwrap();
-        let address_success = IntGaugeVec::new(
-            opts(
-                "pathprobe_address_success",
-                "All-address mode: 1 if the latest probe of this address of the target succeeded, else 0.",
-            ),
-            &with("address"),
-        )
-        .unwrap();
-        let address_failure_reason = IntGaugeVec::new(
-            opts(
-                "pathprobe_address_failure_reason",
-                "All-address mode: always 1; the reason label is the latest probe's reason for this address (none on success).",
-            ),
-            &{
-                let mut v = with("address");
-                v.push("reason");
-                v
-            },
-        )
-        .unwrap();
-        let config_reloads = IntCounterVec::new(
-            opts("pathprobe_config_reloads_total", "Inventory reloads, by result."),
-            &["result"],
-        )
-        .unwrap();
-        let config_last_reload_successful = Gauge::with_opts(opts(
-            "pathprobe_config_last_reload_successful",
-            "1 if the latest inventory (re)load succeeded.",
-        ))
-        .unwrap();
-        let scheduler_lag = prometheus::Histogram::with_opts(
-            HistogramOpts::new(
-                "pathprobe_scheduler_lag_seconds",
-                "How late probes start against their schedule.",
-            )
-            .buckets(vec![0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0]),
-        )
-        .unwrap();
-        let in_flight = Gauge::with_opts(opts("pathprobe_probes_in_flight", "Probes running now.")).unwrap();
-        let build_info = IntGaugeVec::new(
-            opts("pathprobe_build_info", "Always 1; the build's version and revision."),
-            &["version", "revision"],
-        )
-        .unwrap();
-        build_info
-            .with_label_values(&[
-                env!("CARGO_PKG_VERSION"),
-                option_env!("PATHPROBE_REVISION").unwrap_or("unknown"),
-            ])
-            .set(1);
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
-            Box::new(dns_lookups.clone()),
-            Box::new(address_success.clone()),
-            Box::new(address_failure_reason.clone()),
-            Box::new(success.clone()),
-            Box::new(duration.clone()),
-            Box::new(probe_duration.clone()),
-            Box::new(probes.clone()),
-            Box::new(failures.clone()),
-            Box::new(failure_reason.clone()),
-            Box::new(http_status.clone()),
-            Box::new(cert_not_after.clone()),
-            Box::new(last_probe.clone()),
-            Box::new(expected.clone()),
-            Box::new(skipped.clone()),
-            Box::new(config_reloads.clone()),
-            Box::new(config_last_reload_successful.clone()),
-            Box::new(scheduler_lag.clone()),
-            Box::new(in_flight.clone()),
-        ];
-        for c in collectors {
-            registry.register(c).expect("unique metric names");
-        }
-        registry.register(Box::new(build_info)).expect("unique metric names");
-        let extra = discovery::Extra::new(&registry);
-        for result in ["success", "failure"] {
-            config_reloads.with_label_values(&[result]);
-        }
-        for family in Family::ALL {
-            for outcome in FamilyOutcome::ALL {
-                dns_lookups.with_label_values(&[family.as_str(), outcome.as_str()]);
-            }
-        }
+        let mut source_labels = String::new();
+        label(&mut source_labels, "network", &source.network);
+        source_labels.push(',');
+        label(&mut source_labels, "source_cluster", &source.cluster);
+        source_labels.push(',');
+        label(&mut source_labels, "source_node", &source.node);
         Exporter {
-            registry,
-            success,
-            duration,
-            probe_duration,
-            probes,
-            failures,
-            failure_reason,
-            http_status,
-            cert_not_after,
-            last_probe,
-            expected,
-            skipped,
-            dns_lookups,
-            address_success,
-            address_failure_reason,
-            last_addresses: Mutex::new(HashMap::new()),
-            config_reloads,
-            config_last_reload_successful,
-            scheduler_lag,
-            in_flight,
-            last_reason: Mutex::new(HashMap::new()),
-            extra,
+            source: source.clone(),
+            source_labels,
+            table: Mutex::new(Table::default()),
+            in_flight: AtomicI64::new(0),
+            lag: Mutex::new(Lag::default()),
+            reloads: [AtomicU64::new(0), AtomicU64::new(0)],
+            last_reload_ok: AtomicBool::new(false),
+            dns_lookups: Default::default(),
+            discovery: Discovery::default(),
         }
+    }
+
+    /// Room for `n` targets, so a fleet's table is not up to twice its size from doubling.
+    pub fn reserve(&self, n: usize) {
+        let mut t = self.table();
+        t.slots.reserve_exact(n);
+        t.index.reserve(n);
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().expect("not poisoned")
     }
 
     /// Declares a probed target: `expected 1`, and its counters at 0 so rates work from the start.
     pub fn add_target(&self, target: &Target) {
-        let l = TargetLabels::of(target);
-        self.expected.with_label_values(&l.values()).set(1);
-        for result in ["success", "failure"] {
-            self.probes.with_label_values(&l.with(result));
-        }
-        self.skipped.with_label_values(&l.values());
+        let mut table = self.table();
+        let s = match table.get_mut(TargetKey(target).as_key()) {
+            Some(s) => s,
+            None => table.entry(&self.source, TargetLabels::of(target)),
+        };
+        s.probed = true;
+        s.expected = true;
+        s.blocked = target.blocked;
+        s.why = None;
     }
 
-    /// Declares a documented-absent target: only `pathprobe_target_expected 0`.
+    /// Declares a documented-absent target: `pathprobe_target_expected 0` and its `why`.
     pub fn add_absent(&self, target: &AbsentTarget) {
-        self.expected
-            .with_label_values(&TargetLabels::of_absent(target).values())
-            .set(0);
-        self.extra.absent(&TargetLabels::of_absent(target), &target.why);
+        let mut why = String::new();
+        label(&mut why, "why", &target.why);
+        let mut table = self.table();
+        let s = table.entry(&self.source, TargetLabels::of_absent(target));
+        s.expected = false;
+        s.why = Some(why.into_boxed_str());
     }
 
-    /// Records one probe's outcome.
+    /// Records one probe's outcome; dropped if the target is not (or no longer) declared.
     pub fn observe(&self, target: &Target, result: &ProbeResult) {
-        let l = TargetLabels::of(target);
-        let v = l.values();
-        self.success.with_label_values(&v).set(i64::from(result.success()));
-        for phase in Phase::ALL {
-            let d = match phase {
-                Phase::Total => Some(result.total),
-                p => result.trace.phase(p),
+        let total = result.total.as_secs_f64();
+        let mut phases = [0.0; 6];
+        for (slot, phase) in phases.iter_mut().zip(Phase::ALL) {
+            *slot = match phase {
+                Phase::Total => total,
+                p => result.trace.phase(p).map(|d| d.as_secs_f64()).unwrap_or(0.0),
             };
-            self.duration
-                .with_label_values(&l.with(phase.as_str()))
-                .set(d.map(|d| d.as_secs_f64()).unwrap_or(0.0));
         }
-        self.probe_duration
-            .with_label_values(&v)
-            .observe(result.total.as_secs_f64());
-        let outcome = if result.success() { "success" } else { "failure" };
-        self.probes.with_label_values(&l.with(outcome)).inc();
-        if !result.success() {
-            self.failures.with_label_values(&l.with(result.reason.as_str())).inc();
-        }
-        self.set_reason(&l, result.reason);
-        if target.all_addresses.is_some() {
-            self.set_addresses(&l, result);
-        }
-        if let Some(dns) = &result.trace.dns {
-            for f in &dns.families {
-                self.dns_lookups
-                    .with_label_values(&[f.family.as_str(), f.outcome.as_str()])
-                    .inc();
-            }
-        }
-        self.http_status
-            .with_label_values(&v)
-            .set(i64::from(result.trace.http_status.unwrap_or(0)));
-        if let Some(not_after) = result.trace.tls.as_ref().and_then(|t| t.peer_cert_not_after) {
-            let secs = not_after
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0);
-            self.cert_not_after.with_label_values(&v).set(secs);
-        }
+        let cert = result
+            .trace
+            .tls
+            .as_ref()
+            .and_then(|t| t.peer_cert_not_after)
+            .map(|t| t.duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0));
         let finished = result
             .finished_at
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
-        self.last_probe.with_label_values(&v).set(finished);
-    }
-
-    fn set_reason(&self, l: &TargetLabels, reason: Reason) {
-        let mut last = self.last_reason.lock().expect("not poisoned");
-        if let Some(old) = last.insert(l.clone(), reason) {
-            if old != reason {
-                let _ = self.failure_reason.remove_label_values(&l.with(old.as_str()));
-            }
-        }
-        self.failure_reason.with_label_values(&l.with(reason.as_str())).set(1);
-    }
-
-    /// All-address mode: one success and one reason series per address of the latest probe.
-    /// Addresses no longer resolved lose their series (all of them while the lookup fails: a
-    /// stale "up" for an address nobody can find would mislead).
-    fn set_addresses(&self, l: &TargetLabels, result: &ProbeResult) {
-        let now: HashMap<String, Reason> = result
-            .addresses
+        let bucket = PROBE_BUCKETS
             .iter()
-            .map(|a| (a.address.ip().to_string(), a.reason))
-            .collect();
-        let mut last = self.last_addresses.lock().expect("not poisoned");
-        let before = last.insert(l.clone(), now.clone()).unwrap_or_default();
-        for (address, old) in &before {
-            match now.get(address) {
-                Some(reason) if reason == old => {}
-                Some(_) => {
-                    let _ = self
-                        .address_failure_reason
-                        .remove_label_values(&l.with2(address, old.as_str()));
-                }
-                None => {
-                    let _ = self.address_success.remove_label_values(&l.with(address));
-                    let _ = self
-                        .address_failure_reason
-                        .remove_label_values(&l.with2(address, old.as_str()));
+            .position(|&b| total <= b)
+            .unwrap_or(PROBE_BUCKETS.len());
+        if let Some(dns) = &result.trace.dns {
+            for f in &dns.families {
+                let fi = Family::ALL.iter().position(|&x| x == f.family).unwrap_or(0);
+                let oi = FamilyOutcome::ALL.iter().position(|&x| x == f.outcome).unwrap_or(0);
+                self.dns_lookups[fi][oi].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        // All-address mode: one entry per address (the last result wins for a repeated one),
+        // rendered before the table is locked.
+        let mut addresses: Vec<(Box<str>, Reason)> = Vec::new();
+        if target.all_addresses.is_some() {
+            for a in &result.addresses {
+                let mut l = String::new();
+                label(&mut l, "address", &a.address.ip().to_string());
+                match addresses.iter_mut().find(|(x, _)| **x == *l) {
+                    Some(slot) => slot.1 = a.reason,
+                    None => addresses.push((l.into_boxed_str(), a.reason)),
                 }
             }
         }
-        for (address, reason) in &now {
-            self.address_success
-                .with_label_values(&l.with(address))
-                .set(i64::from(*reason == Reason::None));
-            self.address_failure_reason
-                .with_label_values(&l.with2(address, reason.as_str()))
-                .set(1);
+
+        let mut table = self.table();
+        let Some(s) = table.get_mut(TargetKey(target).as_key()) else {
+            return;
+        };
+        let success = result.success();
+        if success {
+            s.probes_success += 1;
+        } else {
+            s.probes_failure += 1;
+            match s.failures.iter_mut().find(|(r, _)| *r == result.reason) {
+                Some((_, n)) => *n += 1,
+                None => s.failures.push((result.reason, 1)),
+            }
         }
+        s.buckets[bucket] = s.buckets[bucket].saturating_add(1);
+        s.duration_sum += total;
+        if cert.is_some() {
+            s.cert_not_after = cert;
+        }
+        if target.all_addresses.is_some() {
+            s.addresses = addresses;
+        }
+        s.last = Some(Latest {
+            success,
+            reason: result.reason,
+            phases,
+            http_status: result.trace.http_status.unwrap_or(0),
+            finished,
+        });
     }
 
     /// Counts a probe not started because the previous one still ran.
     pub fn skipped(&self, target: &Target) {
-        self.skipped.with_label_values(&TargetLabels::of(target).values()).inc();
+        if let Some(s) = self.table().get_mut(TargetKey(target).as_key()) {
+            s.skipped += 1;
+        }
     }
 
     /// Removes every series of a target that left the inventory.
     pub fn forget(&self, labels: &TargetLabels) {
-        let v = labels.values();
-        for g in [&self.success, &self.http_status, &self.expected] {
-            let _ = g.remove_label_values(&v);
-        }
-        for g in [&self.cert_not_after, &self.last_probe] {
-            let _ = g.remove_label_values(&v);
-        }
-        let _ = self.probe_duration.remove_label_values(&v);
-        let _ = self.skipped.remove_label_values(&v);
-        for phase in Phase::ALL {
-            let _ = self.duration.remove_label_values(&labels.with(phase.as_str()));
-        }
-        for result in ["success", "failure"] {
-            let _ = self.probes.remove_label_values(&labels.with(result));
-        }
-        for reason in Reason::ALL {
-            let _ = self.failures.remove_label_values(&labels.with(reason.as_str()));
-            let _ = self.failure_reason.remove_label_values(&labels.with(reason.as_str()));
-        }
-        self.last_reason.lock().expect("not poisoned").remove(labels);
-        let addresses = self.last_addresses.lock().expect("not poisoned").remove(labels);
-        for (address, reason) in addresses.unwrap_or_default() {
-            let _ = self.address_success.remove_label_values(&labels.with(&address));
-            let _ = self
-                .address_failure_reason
-                .remove_label_values(&labels.with2(&address, reason.as_str()));
-        }
-        self.extra.forget(labels);
+        self.table().remove(labels);
     }
 
-    /// Exports discovery's metrics (an agent with `discovery:`), or stops exporting them.
+    /// A probe started (`pathprobe_probes_in_flight` up).
+    pub fn probe_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A probe ended (`pathprobe_probes_in_flight` down).
+    pub fn probe_ended(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// How late a probe started against its schedule.
+    pub fn observe_lag(&self, lag: Duration) {
+        let secs = lag.as_secs_f64();
+        let bucket = LAG_BUCKETS.iter().position(|&b| secs <= b).unwrap_or(LAG_BUCKETS.len());
+        let mut l = self.lag.lock().expect("not poisoned");
+        l.buckets[bucket] += 1;
+        l.sum += secs;
+    }
+
+    /// Counts a reload and sets `pathprobe_config_last_reload_successful`.
+    pub fn reloaded(&self, result: ReloadResult) {
+        self.reloads[result as usize].fetch_add(1, Ordering::Relaxed);
+        self.set_last_reload_successful(result == ReloadResult::Success);
+    }
+
+    /// `pathprobe_config_last_reload_successful`, without counting a reload (the first load).
+    pub fn set_last_reload_successful(&self, ok: bool) {
+        self.last_reload_ok.store(ok, Ordering::Relaxed);
+    }
+
+    /// Reloads counted so far, by result.
+    pub fn reloads(&self, result: ReloadResult) -> u64 {
+        self.reloads[result as usize].load(Ordering::Relaxed)
+    }
+
+    /// Carries the reload and discovery counts of the exporter this one replaces (those
+    /// counters are the agent's, not the source labels').
+    pub fn carry_reloads(&self, from: &Exporter) {
+        for r in ReloadResult::ALL {
+            self.reloads[r as usize].store(from.reloads(r), Ordering::Relaxed);
+            let n = from.discovery.refreshes[r as usize].load(Ordering::Relaxed);
+            self.discovery.refreshes[r as usize].store(n, Ordering::Relaxed);
+        }
+        let (d, f) = (&self.discovery, &from.discovery);
+        d.last_ok.store(f.last_ok.load(Ordering::Relaxed), Ordering::Relaxed);
+        d.discovered
+            .store(f.discovered.load(Ordering::Relaxed), Ordering::Relaxed);
+    }
+
+    /// Exports discovery's series (an agent with `discovery:`), or stops exporting them.
     pub fn set_discovery(&self, on: bool) {
-        if on {
-            self.extra.enable(&self.registry);
+        self.discovery.on.store(on, Ordering::Relaxed);
+    }
+
+    /// Counts an ask of Prometheus's active targets: `Some(targets found)`, or `None` when it
+    /// failed (the last good list keeps probing, so `pathprobe_discovered_targets` stays).
+    pub fn discovery_refreshed(&self, found: Option<usize>) {
+        let d = &self.discovery;
+        let result = if found.is_some() {
+            ReloadResult::Success
         } else {
-            self.extra.disable(&self.registry);
+            ReloadResult::Failure
+        };
+        d.refreshes[result as usize].fetch_add(1, Ordering::Relaxed);
+        d.last_ok.store(found.is_some(), Ordering::Relaxed);
+        if let Some(n) = found {
+            d.discovered.store(n as u64, Ordering::Relaxed);
         }
     }
 
-    /// The Prometheus text exposition of every metric.
-    pub fn render(&self) -> String {
-        let mut buf = String::new();
-        TextEncoder::new()
-            .encode_utf8(&self.registry.gather(), &mut buf)
-            .expect("encoding to memory cannot fail");
-        buf
+    /// The exposition, to be written a chunk at a time.
+    pub fn exposition(self: &Arc<Self>, format: Format) -> Exposition {
+        Exposition::new(self.clone(), format)
     }
 
-    /// The exposition in the format the scraper's `Accept` header asks for, with its content type.
-    pub fn render_for(&self, accept: Option<&str>) -> (&'static str, String) {
-        if openmetrics::wanted(accept) {
-            (openmetrics::CONTENT_TYPE, openmetrics::encode(&self.registry.gather()))
+    /// The exposition in the format the scraper's `Accept` header asks for.
+    pub fn exposition_for(self: &Arc<Self>, accept: Option<&str>) -> Exposition {
+        self.exposition(if openmetrics::wanted(accept) {
+            Format::OpenMetrics
         } else {
-            (TEXT_CONTENT_TYPE, self.render())
+            Format::Text
+        })
+    }
+
+    /// The whole exposition as one string (tests, `check`-sized uses; the agent streams).
+    pub fn render(self: &Arc<Self>, format: Format) -> String {
+        let mut e = self.exposition(format);
+        let mut out = Vec::new();
+        while let Some(chunk) = e.next_chunk() {
+            out.extend_from_slice(&chunk);
         }
+        String::from_utf8(out).expect("the exposition is UTF-8")
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::exposition::{parse, Format};
+    use crate::exposition::{parse, Format as ParseFormat};
 
-    fn exporter_with_results() -> (Exporter, Vec<Target>) {
-        let exporter = Exporter::new(&Source {
+    fn exporter_with_results() -> (Arc<Exporter>, Vec<Target>) {
+        let exporter = Arc::new(Exporter::new(&Source {
             node: "n1".into(),
             cluster: "prod".into(),
             network: "host".into(),
-        });
+        }));
         let targets: Vec<Target> = ["tcp://127.0.0.1:1", "tcp://127.0.0.1:2"]
             .iter()
             .map(|a| crate::adhoc::parse(a, &Default::default()).unwrap().remove(0))
@@ -552,12 +627,159 @@ mod tests {
         e.observe(&t[0], &result(Reason::ConnectRefused));
         e.observe(&t[0], &result(Reason::ConnectTimeout));
         e.observe(&t[0], &result(Reason::None));
-        let text = e.render();
+        let text = e.render(Format::Text);
         let reasons = series(&text, "pathprobe_failure_reason{");
         assert_eq!(reasons.len(), 1, "{reasons:?}");
         assert!(reasons[0].contains("reason=\"none\"") && reasons[0].ends_with(" 1"));
         let failures = series(&text, "pathprobe_failures_total{");
         assert_eq!(failures.len(), 2, "one counter per reason seen: {failures:?}");
+    }
+
+    #[test]
+    fn target_labels_keep_their_parts_and_their_hash() {
+        use std::hash::BuildHasher;
+        let (_, t) = exporter_with_results();
+        let owned = TargetLabels::of(&t[0]);
+        assert_eq!(owned.parts(), ["tcp://127.0.0.1:1", "adhoc", "127.0.0.1:1", "", "tcp"]);
+        // The same hash as the `[String; 5]` it replaces (the scheduler's phases hash it), and
+        // as the borrowed view used for lookups.
+        let h = std::collections::hash_map::RandomState::new();
+        let old: [String; 5] = owned.parts().map(String::from);
+        assert_eq!(h.hash_one(&owned), h.hash_one(&old));
+        assert_eq!(h.hash_one(&owned), h.hash_one(TargetKey(&t[0]).as_key()));
+    }
+
+    #[test]
+    fn a_forgotten_target_leaves_no_series_behind() {
+        let (e, t) = exporter_with_results();
+        e.observe(&t[0], &result(Reason::ConnectRefused));
+        e.observe(&t[1], &result(Reason::None));
+        e.forget(&TargetLabels::of(&t[0]));
+        let text = e.render(Format::Text);
+        assert!(!text.contains("127.0.0.1:1\""), "{text}");
+        assert!(text.contains("127.0.0.1:2\""));
+    }
+
+    #[test]
+    fn a_result_for_an_undeclared_or_forgotten_target_adds_no_series() {
+        // A probe that finishes after its target left (or before a swapped-in exporter knows it)
+        // must not create series nobody will remove.
+        let (e, t) = exporter_with_results();
+        e.forget(&TargetLabels::of(&t[0]));
+        e.observe(&t[0], &result(Reason::ConnectRefused));
+        e.skipped(&t[0]);
+        let stranger = crate::adhoc::parse("tcp://127.0.0.1:3", &Default::default())
+            .unwrap()
+            .remove(0);
+        e.observe(&stranger, &result(Reason::None));
+        let text = e.render(Format::Text);
+        assert!(
+            !text.contains("127.0.0.1:1\"") && !text.contains("127.0.0.1:3\""),
+            "{text}"
+        );
+        assert!(text.contains("127.0.0.1:2\""));
+    }
+
+    #[test]
+    fn source_labels_are_on_every_series() {
+        let (e, t) = exporter_with_results();
+        e.observe(&t[0], &result(Reason::None));
+        let text = e.render(Format::Text);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(
+                line.contains("source_node=\"n1\"") && line.contains("network=\"host\""),
+                "{line}"
+            );
+        }
+    }
+
+    #[test]
+    fn series_have_the_prometheus_crate_form() {
+        // The form the agent has always served: labels sorted by name, the extra label in its
+        // sorted place, `le` last, sum before count.
+        let (e, t) = exporter_with_results();
+        e.observe(&t[0], &result(Reason::ConnectRefused));
+        let text = e.render(Format::Text);
+        let l = "source_cluster=\"prod\",source_node=\"n1\",target=\"tcp://127.0.0.1:1\",\
+                 target_cluster=\"\",target_instance=\"127.0.0.1:1\",target_job=\"adhoc\"";
+        for line in [
+            "# HELP pathprobe_success 1 if the latest probe of the target succeeded, else 0.".to_string(),
+            "# TYPE pathprobe_success gauge".to_string(),
+            format!("pathprobe_success{{kind=\"tcp\",network=\"host\",{l}}} 0"),
+            format!("pathprobe_duration_seconds{{kind=\"tcp\",network=\"host\",phase=\"total\",{l}}} 0.003"),
+            format!("pathprobe_probes_total{{kind=\"tcp\",network=\"host\",result=\"failure\",{l}}} 1"),
+            format!("pathprobe_failures_total{{kind=\"tcp\",network=\"host\",reason=\"connect_refused\",{l}}} 1"),
+            format!("pathprobe_probe_duration_seconds_bucket{{kind=\"tcp\",network=\"host\",{l},le=\"0.0025\"}} 0"),
+            format!("pathprobe_probe_duration_seconds_bucket{{kind=\"tcp\",network=\"host\",{l},le=\"0.005\"}} 1"),
+            format!("pathprobe_probe_duration_seconds_bucket{{kind=\"tcp\",network=\"host\",{l},le=\"+Inf\"}} 1"),
+            format!("pathprobe_probe_duration_seconds_sum{{kind=\"tcp\",network=\"host\",{l}}} 0.003"),
+            format!("pathprobe_probe_duration_seconds_count{{kind=\"tcp\",network=\"host\",{l}}} 1"),
+            "pathprobe_config_reloads_total{network=\"host\",result=\"success\",source_cluster=\"prod\",source_node=\"n1\"} 0".to_string(),
+        ] {
+            assert!(text.lines().any(|x| x == line), "missing {line}\n{text}");
+        }
+        let sum = text.find("pathprobe_probe_duration_seconds_sum{").unwrap();
+        let count = text.find("pathprobe_probe_duration_seconds_count{").unwrap();
+        assert!(sum < count);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let e = Arc::new(Exporter::new(&Source {
+            node: "n\"1\\\n".into(),
+            cluster: "prod".into(),
+            network: "host".into(),
+        }));
+        let (_, t) = exporter_with_results();
+        e.add_target(&t[0]);
+        let text = e.render(Format::Text);
+        assert!(text.contains("source_node=\"n\\\"1\\\\\\n\""), "{text}");
+        parse(&text, ParseFormat::PrometheusText).unwrap();
+    }
+
+    #[test]
+    fn openmetrics_is_served_when_asked_and_parses_strictly() {
+        let (e, t) = exporter_with_results();
+        e.observe(&t[0], &result(Reason::ConnectRefused));
+        let asked = e.exposition_for(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"));
+        assert_eq!(asked.content_type(), openmetrics::CONTENT_TYPE);
+        let om = e.render(Format::OpenMetrics);
+        let om_summary = parse(&om, ParseFormat::OpenMetrics).unwrap();
+        assert_eq!(e.exposition_for(Some("text/plain")).content_type(), TEXT_CONTENT_TYPE);
+        let text = e.render(Format::Text);
+        let text_summary = parse(&text, ParseFormat::PrometheusText).unwrap();
+        assert_eq!(
+            om_summary.samples, text_summary.samples,
+            "the same samples in both formats"
+        );
+        assert!(om.contains("# TYPE pathprobe_probes counter\n") && om.contains("pathprobe_probes_total{"));
+        assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn a_render_in_small_chunks_equals_the_whole() {
+        let (e, t) = exporter_with_results();
+        for i in 0..300 {
+            let tgt = crate::adhoc::parse(&format!("tcp://127.0.1.{}:{}", i % 250, 1000 + i), &Default::default())
+                .unwrap()
+                .remove(0);
+            e.add_target(&tgt);
+            e.observe(&tgt, &result(Reason::None));
+        }
+        e.observe(&t[0], &result(Reason::None));
+        for format in [Format::Text, Format::OpenMetrics] {
+            let whole = e.render(format);
+            let mut x = e.exposition(format).with_chunk_size(100);
+            let mut parts = Vec::new();
+            let mut chunks = 0;
+            while let Some(c) = x.next_chunk() {
+                assert!(c.len() < 100 + 8192, "a chunk stays near its size: {}", c.len());
+                parts.extend_from_slice(&c);
+                chunks += 1;
+            }
+            assert!(chunks > 100);
+            assert_eq!(String::from_utf8(parts).unwrap(), whole);
+        }
     }
 
     #[test]
@@ -578,7 +800,7 @@ mod tests {
         });
         e.observe(&t[0], &r);
         e.observe(&t[1], &r);
-        let text = e.render();
+        let text = e.render(Format::Text);
         let lookups = series(&text, "pathprobe_dns_lookups_total{");
         assert_eq!(
             lookups.len(),
@@ -596,6 +818,11 @@ mod tests {
         assert_eq!(value("ipv4", "answered"), "2");
         assert_eq!(value("ipv6", "silent"), "2");
         assert_eq!(value("ipv6", "answered"), "0");
+        assert!(text.contains(
+            "pathprobe_dns_lookups_total{family=\"ipv4\",network=\"host\",outcome=\"answered\",source_cluster=\"prod\",source_node=\"n1\"} 2\n"
+        ));
+        parse(&text, ParseFormat::PrometheusText).unwrap();
+        parse(&e.render(Format::OpenMetrics), ParseFormat::OpenMetrics).unwrap();
     }
 
     #[test]
@@ -612,82 +839,128 @@ mod tests {
         let mut r = result(Reason::ConnectRefused);
         r.addresses = vec![at("10.0.0.1", Reason::None), at("10.0.0.2", Reason::ConnectRefused)];
         e.observe(&t[0], &r);
+        let text = e.render(Format::Text);
+        assert!(
+            text.contains("pathprobe_address_success{address=\"10.0.0.1\",kind=\"tcp\",network=\"host\","),
+            "{text}"
+        );
+        assert_eq!(series(&text, "pathprobe_address_success{").len(), 2);
+        parse(&text, ParseFormat::PrometheusText).unwrap();
         r.addresses = vec![at("10.0.0.1", Reason::ConnectTimeout)];
         e.observe(&t[0], &r);
-        let text = e.render();
+        let text = e.render(Format::Text);
         assert!(!text.contains("10.0.0.2"), "a gone address loses its series: {text}");
         let reasons = series(&text, "pathprobe_address_failure_reason{");
         assert_eq!(reasons.len(), 1, "one reason per address: {reasons:?}");
         assert!(reasons[0].contains("reason=\"connect_timeout\""));
+        let success = series(&text, "pathprobe_address_success{");
+        assert!(success.len() == 1 && success[0].ends_with(" 0"), "{success:?}");
         e.forget(&TargetLabels::of(&t[0]));
-        assert!(!e.render().contains("address=\""), "forgotten whole");
-    }
-
-    #[test]
-    fn a_forgotten_target_leaves_no_series_behind() {
-        let (e, t) = exporter_with_results();
-        e.observe(&t[0], &result(Reason::ConnectRefused));
-        e.observe(&t[1], &result(Reason::None));
-        e.forget(&TargetLabels::of(&t[0]));
-        let text = e.render();
-        assert!(!text.contains("127.0.0.1:1\""), "{text}");
-        assert!(text.contains("127.0.0.1:2\""));
-    }
-
-    #[test]
-    fn source_labels_are_on_every_series() {
-        let (e, t) = exporter_with_results();
-        e.observe(&t[0], &result(Reason::None));
-        let text = e.render();
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            assert!(
-                line.contains("source_node=\"n1\"") && line.contains("network=\"host\""),
-                "{line}"
-            );
-        }
-    }
-
-    #[test]
-    fn openmetrics_is_served_when_asked_and_parses_strictly() {
-        let (e, t) = exporter_with_results();
-        e.observe(&t[0], &result(Reason::ConnectRefused));
-        let (ct, om) = e.render_for(Some("application/openmetrics-text;version=1.0.0,text/plain;q=0.5"));
-        assert!(ct.starts_with("application/openmetrics-text"));
-        let om_summary = parse(&om, Format::OpenMetrics).unwrap();
-        let (ct, text) = e.render_for(Some("text/plain"));
-        assert!(ct.starts_with("text/plain"));
-        let text_summary = parse(&text, Format::PrometheusText).unwrap();
+        let text = e.render(Format::Text);
+        assert!(!text.contains("address=\""), "forgotten whole");
         assert_eq!(
-            om_summary.samples, text_summary.samples,
-            "the same samples in both formats"
+            text.matches("# TYPE pathprobe_address_success ").count(),
+            0,
+            "a family without series is left out, header included"
         );
-        assert!(om.contains("# TYPE pathprobe_probes counter\n") && om.contains("pathprobe_probes_total{"));
     }
 
     #[test]
     fn discovery_metrics_appear_only_once_enabled_and_absent_targets_carry_their_why() {
         let (e, _) = exporter_with_results();
-        assert!(!e.render().contains("pathprobe_discovery_"));
+        assert!(!e.render(Format::Text).contains("pathprobe_discover"));
         e.set_discovery(true);
-        e.extra.refreshes.with_label_values(&["success"]).inc();
-        e.extra.discovered.set(3.0);
-        let text = e.render();
-        let refreshed = series(&text, "pathprobe_discovery_refreshes_total{result=\"success\"");
-        assert!(refreshed.len() == 1 && refreshed[0].ends_with(" 1"), "{text}");
-        assert!(text.contains("pathprobe_discovered_targets{"), "{text}");
+        e.discovery_refreshed(Some(3));
+        e.discovery_refreshed(None);
+        let text = e.render(Format::Text);
+        let value = |prefix: &str| {
+            let s = series(&text, prefix);
+            assert_eq!(s.len(), 1, "{prefix}: {text}");
+            s[0].rsplit(' ').next().unwrap().to_string()
+        };
+        assert_eq!(
+            value("pathprobe_discovery_refreshes_total{network=\"host\",result=\"success\""),
+            "1"
+        );
+        assert_eq!(
+            value("pathprobe_discovery_refreshes_total{network=\"host\",result=\"failure\""),
+            "1"
+        );
+        assert_eq!(value("pathprobe_discovery_last_refresh_successful{"), "0");
+        assert_eq!(
+            value("pathprobe_discovered_targets{"),
+            "3",
+            "a failed ask keeps the last good count"
+        );
+        let om = e.render(Format::OpenMetrics);
+        assert!(om.contains("# TYPE pathprobe_discovery_refreshes counter\n"), "{om}");
+        parse(&om, ParseFormat::OpenMetrics).unwrap();
+        let fresh = Arc::new(Exporter::new(&e.source));
+        fresh.carry_reloads(&e);
+        fresh.set_discovery(true);
+        assert!(fresh
+            .render(Format::Text)
+            .contains("pathprobe_discovered_targets{network=\"host\",source_cluster=\"prod\",source_node=\"n1\"} 3\n"));
         e.set_discovery(false);
-        assert!(!e.render().contains("pathprobe_discovery_"));
+        assert!(!e.render(Format::Text).contains("pathprobe_discover"));
         let absent = AbsentTarget {
             name: "sched".into(),
             job: "kube-scheduler".into(),
             cluster: "prod".into(),
             instance: String::new(),
             kind: None,
-            why: "bound to 127.0.0.1 on Talos".into(),
+            why: "bound to \"127.0.0.1\" on Talos".into(),
         };
         e.add_absent(&absent);
-        assert!(e.render().contains("why=\"bound to 127.0.0.1 on Talos\""));
+        let text = e.render(Format::Text);
+        assert!(
+            text.contains("target_job=\"kube-scheduler\",why=\"bound to \\\"127.0.0.1\\\" on Talos\"} 1\n"),
+            "{text}"
+        );
+        parse(&text, ParseFormat::PrometheusText).unwrap();
         e.forget(&TargetLabels::of_absent(&absent));
-        assert!(!e.render().contains("pathprobe_target_absent_info{"));
+        assert!(!e.render(Format::Text).contains("pathprobe_target_absent_info"));
+    }
+
+    #[test]
+    fn must_be_blocked_targets_are_marked() {
+        let e = Arc::new(Exporter::new(&Source {
+            node: "n1".into(),
+            cluster: "prod".into(),
+            network: "host".into(),
+        }));
+        let mut t = crate::adhoc::parse("tcp://127.0.0.1:9", &Default::default())
+            .unwrap()
+            .remove(0);
+        e.add_target(&t);
+        assert!(!e.render(Format::Text).contains("pathprobe_target_expect_blocked"));
+        t.blocked = true;
+        e.add_target(&t);
+        let text = e.render(Format::Text);
+        let blocked = series(&text, "pathprobe_target_expect_blocked{");
+        assert!(blocked.len() == 1 && blocked[0].ends_with(" 1"), "{text}");
+        assert_eq!(
+            text.matches("# TYPE pathprobe_target_expect_blocked gauge\n").count(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_tail_goes_before_the_openmetrics_eof() {
+        let (e, _) = exporter_with_results();
+        let tail = "# HELP pathprobe_peers Mesh peers.\n# TYPE pathprobe_peers gauge\npathprobe_peers 2\n";
+        for format in [Format::Text, Format::OpenMetrics] {
+            let mut x = e.exposition(format).with_tail(tail.to_string()).with_chunk_size(10);
+            let mut all = Vec::new();
+            while let Some(c) = x.next_chunk() {
+                all.extend_from_slice(&c);
+            }
+            let all = String::from_utf8(all).unwrap();
+            let expected = match format {
+                Format::Text => tail.to_string(),
+                Format::OpenMetrics => format!("{tail}# EOF\n"),
+            };
+            assert!(all.ends_with(&expected), "{all}");
+        }
     }
 }

@@ -1,100 +1,58 @@
-//! OpenMetrics text for a scraper that asks for it (Prometheus asks first): the `prometheus`
-//! crate only writes the older text format, so the gathered families are written out here.
+//! Content negotiation: OpenMetrics for a scraper that asks for it (Prometheus asks first),
+//! the Prometheus text format otherwise.
 
-use std::fmt::Write as _;
-
-use prometheus::proto::{LabelPair, MetricFamily, MetricType};
-
-/// The content type of [`encode`]'s output.
+/// The content type of the OpenMetrics exposition.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Whether an `Accept` header asks for OpenMetrics.
+/// Whether an `Accept` header asks for OpenMetrics: some `application/openmetrics-text` range
+/// with a quality above 0 and at least as high as the best one the text format matches
+/// (`text/plain`, `text/*`, `*/*`). `q=0` means "not this" (RFC 9110 §12.4.2).
 pub fn wanted(accept: Option<&str>) -> bool {
-    accept.is_some_and(|a| a.contains("application/openmetrics-text"))
-}
-
-/// Writes the families as OpenMetrics 1.0 text, ending with `# EOF`.
-pub fn encode(families: &[MetricFamily]) -> String {
-    let mut out = String::with_capacity(64 * 1024);
-    for family in families {
-        let (kind, name) = match family.get_field_type() {
-            MetricType::COUNTER => ("counter", family.name().trim_end_matches("_total")),
-            MetricType::GAUGE => ("gauge", family.name()),
-            MetricType::HISTOGRAM => ("histogram", family.name()),
-            // The exporter registers neither.
-            MetricType::SUMMARY | MetricType::UNTYPED => continue,
-        };
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "# HELP {name} {}", escape(family.help()));
-        for m in family.get_metric() {
-            let labels = m.get_label();
-            match family.get_field_type() {
-                MetricType::COUNTER => sample(
-                    &mut out,
-                    &format!("{name}_total"),
-                    labels,
-                    None,
-                    m.get_counter().get_value(),
-                ),
-                MetricType::GAUGE => sample(&mut out, name, labels, None, m.get_gauge().get_value()),
-                MetricType::HISTOGRAM => {
-                    let h = m.get_histogram();
-                    let bucket = format!("{name}_bucket");
-                    for b in h.get_bucket() {
-                        let le = float(b.upper_bound());
-                        sample(&mut out, &bucket, labels, Some(&le), b.cumulative_count() as f64);
-                    }
-                    sample(&mut out, &bucket, labels, Some("+Inf"), h.get_sample_count() as f64);
-                    sample(
-                        &mut out,
-                        &format!("{name}_count"),
-                        labels,
-                        None,
-                        h.get_sample_count() as f64,
-                    );
-                    sample(&mut out, &format!("{name}_sum"), labels, None, h.get_sample_sum());
-                }
-                MetricType::SUMMARY | MetricType::UNTYPED => {}
-            }
+    let Some(accept) = accept else {
+        return false;
+    };
+    let (mut om, mut text) = (0.0f32, 0.0f32);
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.split_once('='))
+            .find(|(k, _)| k.trim().eq_ignore_ascii_case("q"))
+            .map(|(_, v)| v.trim().parse::<f32>().unwrap_or(0.0).clamp(0.0, 1.0))
+            .unwrap_or(1.0);
+        match media.as_str() {
+            "application/openmetrics-text" => om = om.max(q),
+            "text/plain" | "text/*" | "*/*" => text = text.max(q),
+            _ => {}
         }
     }
-    out.push_str("# EOF\n");
-    out
+    om > 0.0 && om >= text
 }
 
-fn sample(out: &mut String, name: &str, labels: &[LabelPair], le: Option<&str>, value: f64) {
-    out.push_str(name);
-    write_labels(out, labels, le.map(|le| ("le", le)));
-    let _ = writeln!(out, " {}", float(value));
-}
+#[cfg(test)]
+mod tests {
+    use super::wanted;
 
-fn write_labels(out: &mut String, labels: &[LabelPair], extra: Option<(&str, &str)>) {
-    if labels.is_empty() && extra.is_none() {
-        return;
-    }
-    out.push('{');
-    let pairs = labels.iter().map(|l| (l.name(), l.value())).chain(extra);
-    for (i, (k, v)) in pairs.enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        let _ = write!(out, "{k}=\"{}\"", escape(v));
-    }
-    out.push('}');
-}
-
-fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn float(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        format!("{v}")
+    #[test]
+    fn openmetrics_only_when_asked_with_a_quality_above_zero() {
+        // Prometheus 3's default scrape Accept header.
+        assert!(wanted(Some(
+            "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,\
+             application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,\
+             text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+        )));
+        assert!(wanted(Some("application/openmetrics-text")));
+        assert!(wanted(Some(
+            "application/openmetrics-text;version=1.0.0,text/plain;q=0.5"
+        )));
+        assert!(!wanted(None));
+        assert!(!wanted(Some("text/plain")));
+        assert!(!wanted(Some("*/*")));
+        assert!(!wanted(Some(
+            "application/openmetrics-text;version=1.0.0;q=0,text/plain"
+        )));
+        assert!(!wanted(Some("application/openmetrics-text; q=0")));
+        assert!(!wanted(Some("application/openmetrics-text;q=0.000")));
+        assert!(!wanted(Some("text/plain;q=1,application/openmetrics-text;q=0.5")));
     }
 }

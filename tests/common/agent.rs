@@ -156,7 +156,8 @@ pub fn get(addr: SocketAddr, path: &str, accept: Option<&str>) -> (u16, String) 
     (status, body)
 }
 
-fn dechunk(mut s: &str) -> String {
+/// A chunked body's data (`/metrics` is streamed).
+pub fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {
         let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);

@@ -251,14 +251,14 @@ async fn all_address_mode_gives_each_address_its_own_success_and_reason() {
         "the target's phases are the failing address's"
     );
 
-    let exporter = pathprobe::metrics::Exporter::new(&pathprobe::metrics::Source {
+    let exporter = std::sync::Arc::new(pathprobe::metrics::Exporter::new(&pathprobe::metrics::Source {
         node: "n1".into(),
         cluster: "test".into(),
         network: "host".into(),
-    });
+    }));
     exporter.add_target(&targets[0]);
     exporter.observe(&targets[0], &r);
-    let text = exporter.render();
+    let text = exporter.render(pathprobe::metrics::Format::Text);
     let line = |metric: &str, address: &str| -> Vec<String> {
         text.lines()
             .filter(|l| l.starts_with(&format!("{metric}{{")) && l.contains(&format!("address=\"{address}\"")))
