@@ -9,14 +9,17 @@
 
 #[path = "common/agent.rs"]
 mod agent;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pathprobe::exposition::{parse, Format};
 use pathprobe::testbed::{self, Reply};
+use prometheus::Prometheus;
 
 include!("fixtures/exposition/cases.rs");
 
@@ -38,68 +41,6 @@ fn prometheus_version() -> (u32, u32) {
         .unwrap_or_else(|| panic!("no version in {text:?}"));
     let mut parts = version.split(['.', '+', '-']).map(|p| p.parse().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
-}
-
-/// A Prometheus server on loopback with the given scrape jobs; killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(scrape_configs: &str) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global: {{ scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s }}\nscrape_configs:\n{scrape_configs}"
-            ),
-        )
-        .unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is needed (Debian package prometheus; .ci/run installs it)");
-        Prometheus { child, addr, _dir: dir }
-    }
-
-    /// Runs an instant query; `None` until the server answers.
-    fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
-        let q: String = promql
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        std::net::TcpStream::connect(self.addr).ok()?;
-        let (status, body) = agent::get(self.addr, &format!("/api/v1/query?query={q}"), None);
-        if status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"].as_array().cloned()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A loopback server answering `/N` with body N and `content_type`.
@@ -142,7 +83,10 @@ async fn prometheus_scrapes_exactly_the_bodies_the_parser_accepts() {
         (openmetrics.addr.to_string(), Format::OpenMetrics),
     ]);
     tokio::task::spawn_blocking(move || {
-        let prometheus = Prometheus::start(&jobs);
+        let prometheus = Prometheus::start(
+            "scrape_interval: 1s, scrape_timeout: 1s, evaluation_interval: 1s",
+            &jobs,
+        );
         let want = 2 * bodies.len();
         let deadline = Instant::now() + Duration::from_secs(60);
         let up = loop {

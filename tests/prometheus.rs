@@ -3,104 +3,14 @@
 
 #[path = "common/agent.rs"]
 mod agent;
+#[path = "common/prometheus.rs"]
+mod prometheus;
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agent::Agent;
 use pathprobe::testbed::{self, Reply};
-
-/// A Prometheus server on loopback; killed on drop.
-struct Prometheus {
-    child: Child,
-    addr: std::net::SocketAddr,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(scrape_target: std::net::SocketAddr) -> Prometheus {
-        Prometheus::with_jobs(&format!(
-            "  - job_name: pathprobe\n    static_configs: [ {{ targets: ['{scrape_target}'] }} ]\n"
-        ))
-    }
-
-    /// A Prometheus scraping every second with these `scrape_configs` entries.
-    fn with_jobs(jobs: &str) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let addr = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!("global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nscrape_configs:\n{jobs}"),
-        )
-        .unwrap();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("prometheus is needed (Debian package prometheus; .ci/run installs it)");
-        Prometheus { child, addr, _dir: dir }
-    }
-
-    /// Runs an instant query; `None` until the server answers.
-    fn query(&self, promql: &str) -> Option<Vec<serde_json::Value>> {
-        let q: String = promql
-            .bytes()
-            .map(|b| {
-                if b.is_ascii_alphanumeric() {
-                    (b as char).to_string()
-                } else {
-                    format!("%{b:02X}")
-                }
-            })
-            .collect();
-        let path = format!("/api/v1/query?query={q}");
-        let s = std::net::TcpStream::connect(self.addr).ok()?;
-        drop(s);
-        let (status, body) = agent::get(self.addr, &path, None);
-        if status != 200 {
-            return None;
-        }
-        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
-        v["data"]["result"].as_array().cloned()
-    }
-
-    /// Polls a query until `cond` holds on its result.
-    fn wait(
-        &self,
-        promql: &str,
-        within: Duration,
-        cond: impl Fn(&[serde_json::Value]) -> bool,
-    ) -> Vec<serde_json::Value> {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(r) = self.query(promql) {
-                if cond(&r) {
-                    return r;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {promql}: {:?}",
-                self.query(promql)
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use prometheus::Prometheus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_prometheus_scrapes_the_agent_and_sees_each_target_by_source_node() {
@@ -118,7 +28,13 @@ async fn a_real_prometheus_scrapes_the_agent_and_sees_each_target_by_source_node
     .unwrap();
     tokio::task::spawn_blocking(move || {
         let agent = Agent::start(&config, "node-a", &[]);
-        let prometheus = Prometheus::start(agent.addr);
+        let prometheus = Prometheus::start(
+            "scrape_interval: 1s, evaluation_interval: 1s",
+            &format!(
+                "  - job_name: pathprobe\n    static_configs: [ {{ targets: ['{}'] }} ]\n",
+                agent.addr
+            ),
+        );
         let up = prometheus.wait("up{job=\"pathprobe\"}", Duration::from_secs(30), |r| {
             r.first().is_some_and(|s| s["value"][1] == "1")
         });
@@ -215,7 +131,7 @@ async fn prometheus_and_the_agent_agree_on_a_pinned_self_signed_ca_certificate()
             "  - job_name: pathprobe\n    static_configs: [ {{ targets: ['{}'] }} ]\n",
             agent.addr
         ));
-        let prometheus = Prometheus::with_jobs(&jobs);
+        let prometheus = Prometheus::start("scrape_interval: 1s, evaluation_interval: 1s", &jobs);
         let up = prometheus.wait("up", Duration::from_secs(30), |r| r.len() == cases.len() + 1);
         let reasons = prometheus.wait("pathprobe_failure_reason == 1", Duration::from_secs(30), |r| {
             r.len() == cases.len()
