@@ -11,8 +11,7 @@ mod sh;
 
 use std::time::Duration;
 
-use cluster::{query_at, wait_at, Cluster};
-use sh::in_ns;
+use cluster::{drop_packets, query_at, wait_at, Cluster};
 
 const SRV: &str = "10.77.0.2";
 const MON: &str = "10.77.0.100";
@@ -78,26 +77,11 @@ fn the_shipped_rules_and_dashboards_work_against_agents_on_separate_nodes() {
     // The target host: an exporter (scraped by agents and by Prometheus) and a TLS service.
     let ca = pathprobe::testbed::TestCa::new();
     let cert = ca.issue_valid(&[SRV]);
-    std::fs::create_dir(c.dir.path().join("www")).unwrap();
+    c.http_server(&srv, SRV, 8080, "www");
     c.write("www/metrics", "# TYPE demo_up gauge\ndemo_up 1\n");
     c.write("ca.pem", &ca.cert_pem);
     c.write("srv.pem", &cert.cert_pem);
     c.write("srv.key", &cert.key_pem);
-    let www = c.path("www");
-    c.spawn(
-        &srv,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            SRV,
-            "--directory",
-            &www,
-        ],
-        &[],
-    );
     let tls = format!(
         "import http.server,ssl\ns=http.server.HTTPServer(('{SRV}',8443),http.server.SimpleHTTPRequestHandler)\nx=ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\nx.load_cert_chain('{}','{}')\ns.socket=x.wrap_socket(s.socket,server_side=True)\ns.serve_forever()",
         c.path("srv.pem"),
@@ -112,43 +96,19 @@ fn the_shipped_rules_and_dashboards_work_against_agents_on_separate_nodes() {
             "agent: {{ source_cluster: inventory-default, network: pod }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n  - {{ name: exporter, job: exporter, kind: scrape, url: \"http://{SRV}:8080/metrics\" }}\n  - {{ name: web-tls, job: web, kind: tls, address: \"{SRV}:8443\", tls: {{ ca_file: ca.pem }} }}\n  - {{ name: legacy, job: legacy, kind: tcp, address: \"{SRV}:9\" }}\n  - {{ name: kube-scheduler, job: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\nmesh: {{ peers: {{ static: [\"10.77.0.11:9807\", \"10.77.0.12:9807\"] }}, interval: 1s, timeout: 500ms }}\n"
         ),
     );
-    let bin = env!("CARGO_BIN_EXE_pathprobe");
     for (ns, node, ip) in [(&n1, "node-1", "10.77.0.11"), (&n2, "node-2", "10.77.0.12")] {
-        let listen = format!("{ip}:9807");
-        c.spawn(
-            ns,
-            &[
-                bin,
-                "run",
-                "--config",
-                &inventory,
-                "--listen",
-                &listen,
-                "--jitter",
-                "0",
-                "--source-cluster",
-                "lab",
-                "--network",
-                "host",
-            ],
-            &[("NODE_NAME", node)],
-        );
+        let extra = ["--source-cluster", "lab", "--network", "host"];
+        c.agent(ns, node, &inventory, &format!("{ip}:9807"), &extra);
     }
 
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rules/pathprobe.rules.yaml");
-    let prom_config = c.write(
-        "prometheus.yml",
+    c.prometheus(
+        &mon,
+        PROM,
         &format!(
             "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: ['{rules}']\nscrape_configs:\n  - job_name: pathprobe\n    static_configs: [ {{ targets: ['10.77.0.11:9807', '10.77.0.12:9807'] }} ]\n  - job_name: exporter\n    static_configs: [ {{ targets: ['{SRV}:8080'] }} ]\n"
         ),
     );
-    let data = c.path("tsdb");
-    let (cfg_flag, data_flag) = (
-        format!("--config.file={prom_config}"),
-        format!("--storage.tsdb.path={data}"),
-    );
-    let listen_flag = format!("--web.listen-address={MON}:9090");
-    c.spawn(&mon, &["prometheus", &cfg_flag, &data_flag, &listen_flag], &[]);
 
     let long = Duration::from_secs(60);
     wait(&mon, "count(up == 1)", long, |r| {
@@ -164,25 +124,7 @@ fn the_shipped_rules_and_dashboards_work_against_agents_on_separate_nodes() {
     assert_eq!(succ.len(), 6, "3 targets x 2 nodes: {succ:?}");
 
     // Break node-2's path to the exporter: its packets to port 8080 are dropped.
-    in_ns(&n2, &["nft", "add", "table", "inet", "fault"]);
-    in_ns(
-        &n2,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "fault",
-            "output",
-            "{ type filter hook output priority 0; policy accept; }",
-        ],
-    );
-    in_ns(
-        &n2,
-        &[
-            "nft", "add", "rule", "inet", "fault", "output", "ip", "daddr", SRV, "tcp", "dport", "8080", "drop",
-        ],
-    );
+    drop_packets(&n2, "output", &["ip", "daddr", SRV, "tcp", "dport", "8080"]);
 
     let broken = wait(&mon, "ALERTS{alertname=\"PathprobeNodePathBroken\"}", long, |r| {
         !r.is_empty()

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster::{wait_at, Cluster};
+use cluster::{drop_packets, wait_at, Cluster};
 use serde_json::Value;
 use sh::in_ns;
 
@@ -141,14 +141,7 @@ fn diagnose_names_each_seed_scenario_and_discovery_follows_prometheus() {
     c.write("wrong-pw", "wrong-password\n");
     c.spawn(&srv, &["python3", "-c", SERVERS, SRV], &[]);
 
-    let prom_config = c.write("prometheus.yml", &prometheus_config(&c, false));
-    let data = c.path("tsdb");
-    let (cfg_flag, data_flag, listen_flag) = (
-        format!("--config.file={prom_config}"),
-        format!("--storage.tsdb.path={data}"),
-        format!("--web.listen-address={PROM}"),
-    );
-    let prometheus = c.spawn(&mon, &["prometheus", &cfg_flag, &data_flag, &listen_flag], &[]);
+    let prometheus = c.prometheus(&mon, PROM, &prometheus_config(&c, false));
     let long = Duration::from_secs(60);
     wait_at(&mon, PROM, "count(up)", long, |r| {
         r.first().is_some_and(|s| s["value"][1] == "10")
@@ -168,46 +161,11 @@ fn diagnose_names_each_seed_scenario_and_discovery_follows_prometheus() {
             "agent: {{ source_cluster: lab }}\ndefaults: {{ interval: 1s, timeout: 500ms }}\ntargets:\n  - {{ name: kube-scheduler, job: kube-scheduler, expected: false, why: bound to 127.0.0.1 on Talos }}\ndiscovery:\n  prometheus:\n    url: http://{PROM}\n    jobs: [healthy, \"app-.*\", proxied, direct, added, kube-scheduler]\n    refresh: 1s\n    job_settings:\n      - job: app-auth-prom\n        basic_auth: {{ username: scraper, password_file: right-pw }}\n      - job: app-auth-all\n        basic_auth: {{ username: scraper, password_file: wrong-pw }}\n"
         ),
     );
-    let bin = env!("CARGO_BIN_EXE_pathprobe");
     for (ns, node, ip) in [(&n1, "node-1", N1), (&n2, "node-2", N2)] {
-        let listen = format!("{ip}:9807");
-        c.spawn(
-            ns,
-            &[
-                bin,
-                "run",
-                "--config",
-                &inventory,
-                "--listen",
-                &listen,
-                "--jitter",
-                "0",
-                "--network",
-                "host",
-            ],
-            &[("NODE_NAME", node)],
-        );
+        c.agent(ns, node, &inventory, &format!("{ip}:9807"), &["--network", "host"]);
     }
     // node-2's path to app-cut is cut: its packets to port 8082 are dropped.
-    in_ns(&n2, &["nft", "add", "table", "inet", "fault"]);
-    in_ns(
-        &n2,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "fault",
-            "output",
-            "{ type filter hook output priority 0; policy accept; }",
-        ],
-    );
-    in_ns(
-        &n2,
-        &[
-            "nft", "add", "rule", "inet", "fault", "output", "ip", "daddr", SRV, "tcp", "dport", "8082", "drop",
-        ],
-    );
+    drop_packets(&n2, "output", &["ip", "daddr", SRV, "tcp", "dport", "8082"]);
 
     #[rustfmt::skip]
     let expected: [(&str, &str, &[&str]); 6] = [

@@ -12,7 +12,7 @@ mod sh;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use cluster::{query_at, wait_at, Cluster};
+use cluster::{drop_packets, query_at, wait_at, Cluster};
 use sh::in_ns;
 
 const SRV: &str = "10.78.0.2";
@@ -62,26 +62,6 @@ fn alerts(mon: &str) -> BTreeSet<(String, String)> {
         .collect()
 }
 
-fn nft_drop(ns: &str, rule: &[&str]) {
-    in_ns(ns, &["nft", "add", "table", "inet", "fault"]);
-    in_ns(
-        ns,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "fault",
-            "filter",
-            "{ type filter hook output priority 0; policy accept; }",
-        ],
-    );
-    let mut full = vec!["nft", "add", "rule", "inet", "fault", "filter"];
-    full.extend_from_slice(rule);
-    full.push("drop");
-    in_ns(ns, &full);
-}
-
 #[test]
 fn the_mesh_names_the_broken_pair_the_mtu_black_hole_and_the_reachable_must_be_blocked_target() {
     let mut c = Cluster::new();
@@ -108,44 +88,11 @@ fn the_mesh_names_the_broken_pair_the_mtu_black_hole_and_the_reachable_must_be_b
     }
 
     // Must-be-blocked targets: an open port, and one whose packets the host drops.
-    std::fs::create_dir(c.dir.path().join("www")).unwrap();
-    let www = c.path("www");
-    c.spawn(
-        &srv,
-        &[
-            "python3",
-            "-m",
-            "http.server",
-            "8080",
-            "--bind",
-            SRV,
-            "--directory",
-            &www,
-        ],
-        &[],
-    );
-    in_ns(&srv, &["nft", "add", "table", "inet", "fw"]);
-    in_ns(
-        &srv,
-        &[
-            "nft",
-            "add",
-            "chain",
-            "inet",
-            "fw",
-            "input",
-            "{ type filter hook input priority 0; policy accept; }",
-        ],
-    );
-    in_ns(
-        &srv,
-        &[
-            "nft", "add", "rule", "inet", "fw", "input", "tcp", "dport", "8081", "drop",
-        ],
-    );
+    c.http_server(&srv, SRV, 8080, "www");
+    drop_packets(&srv, "input", &["tcp", "dport", "8081"]);
 
     // node 3 cannot reach node 4's agent from the start: it still names node 4, from the others.
-    nft_drop(&ns[2], &["ip", "daddr", NODES[3].1, "tcp", "dport", "9807"]);
+    drop_packets(&ns[2], "output", &["ip", "daddr", NODES[3].1, "tcp", "dport", "9807"]);
 
     let peers: Vec<String> = NODES.iter().map(|(_, ip)| format!("\"{ip}:9807\"")).collect();
     let inventory = c.write(
@@ -155,31 +102,19 @@ fn the_mesh_names_the_broken_pair_the_mtu_black_hole_and_the_reachable_must_be_b
             peers.join(", ")
         ),
     );
-    let bin = env!("CARGO_BIN_EXE_pathprobe");
     for (i, (role, _)) in NODES.iter().enumerate() {
-        let listen = "0.0.0.0:9807";
-        let node = format!("node-{}", &role[1..]);
-        c.spawn(
-            &ns[i],
-            &[bin, "run", "--config", &inventory, "--listen", listen, "--jitter", "0"],
-            &[("NODE_NAME", node.as_str())],
-        );
+        c.agent(&ns[i], &format!("node-{}", &role[1..]), &inventory, "0.0.0.0:9807", &[]);
     }
     let rules = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/rules/pathprobe.rules.yaml");
     let targets: Vec<String> = (0..NODES.len()).map(|i| format!("'10.79.{i}.1:9807'")).collect();
-    let prom_config = c.write(
-        "prometheus.yml",
+    c.prometheus(
+        &mon,
+        PROM,
         &format!(
             "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\nrule_files: ['{rules}']\nscrape_configs:\n  - job_name: pathprobe\n    static_configs: [ {{ targets: [{}] }} ]\n",
             targets.join(", ")
         ),
     );
-    let (cfg, data, listen) = (
-        format!("--config.file={prom_config}"),
-        format!("--storage.tsdb.path={}", c.path("tsdb")),
-        format!("--web.listen-address={PROM}"),
-    );
-    c.spawn(&mon, &["prometheus", &cfg, &data, &listen], &[]);
 
     let long = Duration::from_secs(60);
     // 4 nodes x 3 peers x 2 payloads, every peer named by its node.

@@ -82,6 +82,47 @@ impl Cluster {
         let _ = self.children[index].wait();
     }
 
+    /// Serves the files of `dir` (under the cluster's directory, created empty) over HTTP at
+    /// `ip:port` inside `ns`: the plain target host of the end-to-end tests.
+    pub fn http_server(&mut self, ns: &str, ip: &str, port: u16, dir: &str) -> usize {
+        std::fs::create_dir_all(self.dir.path().join(dir)).unwrap();
+        let (port, dir) = (port.to_string(), self.path(dir));
+        self.spawn(
+            ns,
+            &["python3", "-m", "http.server", &port, "--bind", ip, "--directory", &dir],
+            &[],
+        )
+    }
+
+    /// Starts an agent inside `ns` as node `node` (`NODE_NAME`): `pathprobe run` with the
+    /// inventory at `config`, listening on `listen`, no jitter, then `extra` flags.
+    pub fn agent(&mut self, ns: &str, node: &str, config: &str, listen: &str, extra: &[&str]) -> usize {
+        let mut args = vec![
+            env!("CARGO_BIN_EXE_pathprobe"),
+            "run",
+            "--config",
+            config,
+            "--listen",
+            listen,
+            "--jitter",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        self.spawn(ns, &args, &[("NODE_NAME", node)])
+    }
+
+    /// Starts Prometheus inside `ns` on `listen` (`ip:port`) with `config` written to
+    /// `prometheus.yml` (rewrite that file and send SIGHUP to [`Cluster::pid`] to reload).
+    pub fn prometheus(&mut self, ns: &str, listen: &str, config: &str) -> usize {
+        let config = self.write("prometheus.yml", config);
+        let (config, data, listen) = (
+            format!("--config.file={config}"),
+            format!("--storage.tsdb.path={}", self.path("tsdb")),
+            format!("--web.listen-address={listen}"),
+        );
+        self.spawn(ns, &["prometheus", &config, &data, &listen], &[])
+    }
+
     pub fn path(&self, name: &str) -> String {
         self.dir.path().join(name).display().to_string()
     }
@@ -102,6 +143,19 @@ impl Drop for Cluster {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Drops the packets that match `rule` (nft match words, e.g. `ip daddr 10.0.0.2 tcp dport 80`)
+/// at the `hook` (`input` or `output`) of namespace `ns`. The rules live in table `inet fault`:
+/// `nft delete table inet fault` inside `ns` heals every fault of that namespace.
+pub fn drop_packets(ns: &str, hook: &str, rule: &[&str]) {
+    let chain = format!("{{ type filter hook {hook} priority 0; policy accept; }}");
+    in_ns(ns, &["nft", "add", "table", "inet", "fault"]);
+    in_ns(ns, &["nft", "add", "chain", "inet", "fault", hook, &chain]);
+    let mut full = vec!["nft", "add", "rule", "inet", "fault", hook];
+    full.extend_from_slice(rule);
+    full.push("drop");
+    in_ns(ns, &full);
 }
 
 /// Asks the Prometheus at `prom` (`ip:port`, inside namespace `mon`) an instant query; `None`
