@@ -225,10 +225,6 @@ impl Series {
             duration_sum: 0.0,
         }
     }
-
-    fn probe_count(&self) -> u64 {
-        self.buckets.iter().map(|&b| u64::from(b)).sum()
-    }
 }
 
 /// Writes `name="value"` with the value escaped as both formats want.

@@ -26,6 +26,33 @@ pub enum Format {
     OpenMetrics,
 }
 
+impl Format {
+    /// The content type this format is served with.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => TEXT_CONTENT_TYPE,
+            Format::OpenMetrics => openmetrics::CONTENT_TYPE,
+        }
+    }
+
+    /// The name a family's `# HELP` and `# TYPE` lines give: OpenMetrics names a counter's
+    /// family without the `_total` its samples keep.
+    fn family_name(self, f: &Family) -> &'static str {
+        match (self, f.kind) {
+            (Format::OpenMetrics, Type::Counter) => f.name.strip_suffix("_total").unwrap_or(f.name),
+            _ => f.name,
+        }
+    }
+
+    /// What ends the exposition.
+    fn end(self) -> &'static str {
+        match self {
+            Format::Text => "",
+            Format::OpenMetrics => "# EOF\n",
+        }
+    }
+}
+
 /// About how much is written before a chunk is handed out.
 const CHUNK: usize = 64 * 1024;
 
@@ -73,7 +100,8 @@ const FAMILIES: [Family; 24] = [
             has: |s| !s.addresses.is_empty(),
             write: |w, s| {
                 for (address, reason) in &s.addresses {
-                    w.target_full("pathprobe_address_failure_reason", s, address, Some(("reason", reason.as_str())), "");
+                    let labels = [&[&**address][..], &["reason=\"", reason.as_str(), "\""], &[]];
+                    w.series("pathprobe_address_failure_reason", s.labels(), labels);
                     w.u64(1);
                 }
             },
@@ -87,7 +115,7 @@ const FAMILIES: [Family; 24] = [
             has: |s| !s.addresses.is_empty(),
             write: |w, s| {
                 for (address, reason) in &s.addresses {
-                    w.target_full("pathprobe_address_success", s, address, None, "");
+                    w.series("pathprobe_address_success", s.labels(), [&[address], &[], &[]]);
                     w.u64(u64::from(*reason == Reason::None));
                 }
             },
@@ -105,7 +133,7 @@ const FAMILIES: [Family; 24] = [
         kind: Type::Gauge,
         source: Source::Process(|w, e| {
             let ok = e.last_reload_ok.load(std::sync::atomic::Ordering::Relaxed);
-            w.process(e, "pathprobe_config_last_reload_successful", None, u64::from(ok));
+            w.process(e, "pathprobe_config_last_reload_successful", &[], u64::from(ok));
         }),
     },
     Family {
@@ -114,12 +142,8 @@ const FAMILIES: [Family; 24] = [
         kind: Type::Counter,
         source: Source::Process(|w, e| {
             for r in super::ReloadResult::ALL {
-                w.process(
-                    e,
-                    "pathprobe_config_reloads_total",
-                    Some(("result", r.as_str())),
-                    e.reloads(r),
-                );
+                let result = ["result=\"", r.as_str(), "\""];
+                w.process(e, "pathprobe_config_reloads_total", &result, e.reloads(r));
             }
         }),
     },
@@ -129,7 +153,7 @@ const FAMILIES: [Family; 24] = [
         kind: Type::Gauge,
         source: Source::ProcessIf(discovery_on, |w, e| {
             let n = e.discovery.discovered.load(Ordering::Relaxed);
-            w.process(e, "pathprobe_discovered_targets", None, n);
+            w.process(e, "pathprobe_discovered_targets", &[], n);
         }),
     },
     Family {
@@ -138,7 +162,7 @@ const FAMILIES: [Family; 24] = [
         kind: Type::Gauge,
         source: Source::ProcessIf(discovery_on, |w, e| {
             let ok = e.discovery.last_ok.load(Ordering::Relaxed);
-            w.process(e, "pathprobe_discovery_last_refresh_successful", None, u64::from(ok));
+            w.process(e, "pathprobe_discovery_last_refresh_successful", &[], u64::from(ok));
         }),
     },
     Family {
@@ -148,7 +172,8 @@ const FAMILIES: [Family; 24] = [
         source: Source::ProcessIf(discovery_on, |w, e| {
             for r in super::ReloadResult::ALL {
                 let n = e.discovery.refreshes[r as usize].load(Ordering::Relaxed);
-                w.process(e, "pathprobe_discovery_refreshes_total", Some(("result", r.as_str())), n);
+                let result = ["result=\"", r.as_str(), "\""];
+                w.process(e, "pathprobe_discovery_refreshes_total", &result, n);
             }
         }),
     },
@@ -161,24 +186,12 @@ const FAMILIES: [Family; 24] = [
                 for (oi, outcome) in FamilyOutcome::ALL.iter().enumerate() {
                     let n = e.dns_lookups[fi][oi].load(Ordering::Relaxed);
                     // `family` sorts before the source labels, `outcome` between them.
-                    let at = e
-                        .source_labels
-                        .find(",source_cluster=")
-                        .unwrap_or(e.source_labels.len());
-                    let (head, tail) = e.source_labels.split_at(at);
-                    for part in [
-                        "pathprobe_dns_lookups_total{family=\"",
-                        family.as_str(),
-                        "\",",
-                        head,
-                        ",outcome=\"",
-                        outcome.as_str(),
-                        "\"",
-                        tail,
-                        "} ",
-                    ] {
-                        w.put(part);
-                    }
+                    let labels = [
+                        &["family=\"", family.as_str(), "\""][..],
+                        &["outcome=\"", outcome.as_str(), "\""],
+                        &[],
+                    ];
+                    w.series("pathprobe_dns_lookups_total", source(e), labels);
                     w.u64(n);
                 }
             }
@@ -193,7 +206,7 @@ const FAMILIES: [Family; 24] = [
             write: |w, s| {
                 let last = s.last.as_ref().expect("probed_once");
                 for (phase, secs) in Phase::ALL.iter().zip(last.phases) {
-                    w.target("pathprobe_duration_seconds", s, Some(("phase", phase.as_str())));
+                    w.target("pathprobe_duration_seconds", s, &["phase=\"", phase.as_str(), "\""]);
                     w.f64(secs);
                 }
             },
@@ -207,7 +220,7 @@ const FAMILIES: [Family; 24] = [
             has: probed_once,
             write: |w, s| {
                 let reason = s.last.as_ref().expect("probed_once").reason;
-                w.target("pathprobe_failure_reason", s, Some(("reason", reason.as_str())));
+                w.target("pathprobe_failure_reason", s, &["reason=\"", reason.as_str(), "\""]);
                 w.u64(1);
             },
         },
@@ -220,7 +233,7 @@ const FAMILIES: [Family; 24] = [
             has: |s| !s.failures.is_empty(),
             write: |w, s| {
                 for (reason, n) in &s.failures {
-                    w.target("pathprobe_failures_total", s, Some(("reason", reason.as_str())));
+                    w.target("pathprobe_failures_total", s, &["reason=\"", reason.as_str(), "\""]);
                     w.u64(*n);
                 }
             },
@@ -233,7 +246,7 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: probed_once,
             write: |w, s| {
-                w.target("pathprobe_http_status_code", s, None);
+                w.target("pathprobe_http_status_code", s, &[]);
                 w.u64(u64::from(s.last.as_ref().expect("probed_once").http_status));
             },
         },
@@ -245,7 +258,7 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: probed_once,
             write: |w, s| {
-                w.target("pathprobe_last_probe_timestamp_seconds", s, None);
+                w.target("pathprobe_last_probe_timestamp_seconds", s, &[]);
                 w.f64(s.last.as_ref().expect("probed_once").finished);
             },
         },
@@ -257,24 +270,13 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: probed_once,
             write: |w, s| {
-                let mut cumulative = 0u64;
-                for (le, n) in PROBE_LE.iter().zip(s.buckets) {
-                    cumulative += u64::from(n);
-                    w.target_bucket("pathprobe_probe_duration_seconds_bucket", s, le);
-                    w.u64(cumulative);
-                }
-                let count = s.probe_count();
-                w.target_bucket("pathprobe_probe_duration_seconds_bucket", s, "+Inf");
-                w.u64(count);
-                w.sum_and_count(
-                    |w, name| w.target(name, s, None),
-                    [
-                        "pathprobe_probe_duration_seconds_sum",
-                        "pathprobe_probe_duration_seconds_count",
-                    ],
-                    s.duration_sum,
-                    count,
-                );
+                let names = [
+                    "pathprobe_probe_duration_seconds_bucket",
+                    "pathprobe_probe_duration_seconds_sum",
+                    "pathprobe_probe_duration_seconds_count",
+                ];
+                let buckets = s.buckets.map(u64::from);
+                w.histogram(names, s.labels(), &PROBE_LE, &buckets, s.duration_sum);
             },
         },
     },
@@ -283,7 +285,7 @@ const FAMILIES: [Family; 24] = [
         help: "Probes running now.",
         kind: Type::Gauge,
         source: Source::Process(|w, e| {
-            w.process_labels(e, "pathprobe_probes_in_flight", None);
+            w.series("pathprobe_probes_in_flight", source(e), [&[], &[], &[]]);
             w.f64(e.in_flight.load(std::sync::atomic::Ordering::Relaxed) as f64);
         }),
     },
@@ -294,7 +296,7 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: |s| s.probed,
             write: |w, s| {
-                w.target("pathprobe_probes_skipped_total", s, None);
+                w.target("pathprobe_probes_skipped_total", s, &[]);
                 w.u64(s.skipped);
             },
         },
@@ -306,9 +308,9 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: |s| s.probed,
             write: |w, s| {
-                w.target("pathprobe_probes_total", s, Some(("result", "success")));
+                w.target("pathprobe_probes_total", s, &["result=\"success\""]);
                 w.u64(s.probes_success);
-                w.target("pathprobe_probes_total", s, Some(("result", "failure")));
+                w.target("pathprobe_probes_total", s, &["result=\"failure\""]);
                 w.u64(s.probes_failure);
             },
         },
@@ -321,24 +323,12 @@ const FAMILIES: [Family; 24] = [
             let lag = e.lag.lock().expect("not poisoned");
             let (buckets, sum) = (lag.buckets, lag.sum);
             drop(lag);
-            let mut cumulative = 0;
-            for (le, n) in LAG_LE.iter().zip(buckets) {
-                cumulative += n;
-                w.process_bucket(e, "pathprobe_scheduler_lag_seconds_bucket", le);
-                w.u64(cumulative);
-            }
-            let count: u64 = buckets.iter().sum();
-            w.process_bucket(e, "pathprobe_scheduler_lag_seconds_bucket", "+Inf");
-            w.u64(count);
-            w.sum_and_count(
-                |w, name| w.process_labels(e, name, None),
-                [
-                    "pathprobe_scheduler_lag_seconds_sum",
-                    "pathprobe_scheduler_lag_seconds_count",
-                ],
-                sum,
-                count,
-            );
+            let names = [
+                "pathprobe_scheduler_lag_seconds_bucket",
+                "pathprobe_scheduler_lag_seconds_sum",
+                "pathprobe_scheduler_lag_seconds_count",
+            ];
+            w.histogram(names, source(e), &LAG_LE, &buckets, sum);
         }),
     },
     Family {
@@ -348,7 +338,7 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: probed_once,
             write: |w, s| {
-                w.target("pathprobe_success", s, None);
+                w.target("pathprobe_success", s, &[]);
                 w.u64(u64::from(s.last.as_ref().expect("probed_once").success));
             },
         },
@@ -360,7 +350,8 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: |s| s.why.is_some(),
             write: |w, s| {
-                w.target_full("pathprobe_target_absent_info", s, "", None, s.why.as_deref().expect("has"));
+                let why = s.why.as_deref().expect("has");
+                w.series("pathprobe_target_absent_info", s.labels(), [&[], &[], &[why]]);
                 w.u64(1);
             },
         },
@@ -372,7 +363,7 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: |s| s.blocked,
             write: |w, s| {
-                w.target("pathprobe_target_expect_blocked", s, None);
+                w.target("pathprobe_target_expect_blocked", s, &[]);
                 w.u64(1);
             },
         },
@@ -384,7 +375,7 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: |_| true,
             write: |w, s| {
-                w.target("pathprobe_target_expected", s, None);
+                w.target("pathprobe_target_expected", s, &[]);
                 w.u64(u64::from(s.expected));
             },
         },
@@ -396,7 +387,7 @@ const FAMILIES: [Family; 24] = [
         source: Source::Target {
             has: |s| s.cert_not_after.is_some(),
             write: |w, s| {
-                w.target("pathprobe_tls_cert_not_after_timestamp_seconds", s, None);
+                w.target("pathprobe_tls_cert_not_after_timestamp_seconds", s, &[]);
                 w.f64(s.cert_not_after.expect("has"));
             },
         },
@@ -411,6 +402,19 @@ fn probed_once(s: &Series) -> bool {
     s.last.is_some()
 }
 
+/// The source labels, and where a label that sorts between `network` and `source_cluster` goes.
+fn source(e: &Exporter) -> (&str, usize) {
+    let labels = e.source_labels.as_str();
+    (labels, labels.find(",source_cluster=").unwrap_or(labels.len()))
+}
+
+impl Series {
+    /// The target's labels, and where a label that sorts right after `network` goes.
+    fn labels(&self) -> (&str, usize) {
+        (&self.labels, self.split as usize)
+    }
+}
+
 fn build_info(w: &mut Writer, e: &Exporter) {
     let mut version = String::new();
     super::label(&mut version, "version", env!("CARGO_PKG_VERSION"));
@@ -420,17 +424,7 @@ fn build_info(w: &mut Writer, e: &Exporter) {
         "revision",
         option_env!("PATHPROBE_REVISION").unwrap_or("unknown"),
     );
-    let (head, tail) = e
-        .source_labels
-        .split_at(e.source_labels.find(",source_cluster=").unwrap_or(0));
-    w.put("pathprobe_build_info{");
-    w.put(head);
-    w.put(",");
-    w.put(&revision);
-    w.put(tail);
-    w.put(",");
-    w.put(&version);
-    w.put("} ");
+    w.series("pathprobe_build_info", source(e), [&[], &[&revision], &[&version]]);
     w.u64(1);
 }
 
@@ -446,130 +440,87 @@ impl Writer<'_> {
     }
 
     fn header(&mut self, f: &Family) {
-        let (kind, om_name) = match f.kind {
-            Type::Counter => ("counter", f.name.trim_end_matches("_total")),
-            Type::Gauge => ("gauge", f.name),
-            Type::Histogram => ("histogram", f.name),
+        let name = self.format.family_name(f);
+        let kind = match f.kind {
+            Type::Counter => "counter",
+            Type::Gauge => "gauge",
+            Type::Histogram => "histogram",
         };
-        match self.format {
-            Format::Text => {
-                for part in ["# HELP ", f.name, " ", f.help, "\n# TYPE ", f.name, " ", kind, "\n"] {
-                    self.put(part);
-                }
-            }
-            Format::OpenMetrics => {
-                for part in ["# TYPE ", om_name, " ", kind, "\n# HELP ", om_name, " ", f.help, "\n"] {
-                    self.put(part);
-                }
-            }
+        let help = ["# HELP ", name, " ", f.help, "\n"];
+        let kind = ["# TYPE ", name, " ", kind, "\n"];
+        // The text format as the `prometheus` crate wrote it; OpenMetrics as its spec shows it.
+        let lines = match self.format {
+            Format::Text => [help, kind],
+            Format::OpenMetrics => [kind, help],
+        };
+        for part in lines.as_flattened() {
+            self.put(part);
         }
     }
 
-    /// `name{labels…} ` of a target's series, with one extra label in its sorted place.
-    fn target(&mut self, name: &str, s: &Series, extra: Option<(&str, &str)>) {
-        self.target_full(name, s, "", extra, "");
-    }
-
-    /// [`Writer::target`] with a rendered label sorted before all of the target's (`address`)
-    /// and one sorted after them (`why`); either may be empty.
-    fn target_full(&mut self, name: &str, s: &Series, first: &str, extra: Option<(&str, &str)>, last: &str) {
+    /// `name{…} `: `set` is a rendered label set sorted by name, with the place where a label
+    /// of the middle of the alphabet goes. Each of `first` (sorted before the set), `extra` (put
+    /// at that place) and `last` (sorted after it) is one label in pieces, or none if empty.
+    fn series(&mut self, name: &str, (set, at): (&str, usize), [first, extra, last]: [&[&str]; 3]) {
         self.put(name);
         self.put("{");
         if !first.is_empty() {
-            self.put(first);
+            first.iter().for_each(|p| self.put(p));
             self.put(",");
         }
-        match extra {
-            None => self.put(&s.labels),
-            Some((k, v)) => {
-                let (head, tail) = s.labels.split_at(s.split as usize);
-                self.put(head);
-                self.put(",");
-                self.put(k);
-                self.put("=\"");
-                self.put(v);
-                self.put("\"");
-                self.put(tail);
-            }
+        let (head, tail) = set.split_at(at);
+        self.put(head);
+        if !extra.is_empty() {
+            self.put(",");
+            extra.iter().for_each(|p| self.put(p));
         }
+        self.put(tail);
         if !last.is_empty() {
             self.put(",");
-            self.put(last);
+            last.iter().for_each(|p| self.put(p));
         }
         self.put("} ");
     }
 
-    fn target_bucket(&mut self, name: &str, s: &Series, le: &str) {
-        self.put(name);
-        self.put("{");
-        self.put(&s.labels);
-        self.put(",le=\"");
-        self.put(le);
-        self.put("\"} ");
+    /// `name{target labels…} `, with `extra` (one label in pieces, or none) in its sorted place.
+    fn target(&mut self, name: &str, s: &Series, extra: &[&str]) {
+        self.series(name, s.labels(), [&[], extra, &[]]);
     }
 
-    /// `name{source labels} `, with one extra label in its sorted place (`network` < it <
-    /// `source_cluster`).
-    fn process_labels(&mut self, e: &Exporter, name: &str, extra: Option<(&str, &str)>) {
-        self.put(name);
-        self.put("{");
-        match extra {
-            None => self.put(&e.source_labels),
-            Some((k, v)) => {
-                let at = e
-                    .source_labels
-                    .find(",source_cluster=")
-                    .unwrap_or(e.source_labels.len());
-                let (head, tail) = e.source_labels.split_at(at);
-                self.put(head);
-                self.put(",");
-                self.put(k);
-                self.put("=\"");
-                self.put(v);
-                self.put("\"");
-                self.put(tail);
-            }
-        }
-        self.put("} ");
-    }
-
-    fn process(&mut self, e: &Exporter, name: &str, extra: Option<(&str, &str)>, value: u64) {
-        self.process_labels(e, name, extra);
+    /// A line of the agent's own, with `extra` (one label in pieces, or none) in its sorted
+    /// place among the source labels.
+    fn process(&mut self, e: &Exporter, name: &str, extra: &[&str], value: u64) {
+        self.series(name, source(e), [&[], extra, &[]]);
         self.u64(value);
     }
 
-    fn process_bucket(&mut self, e: &Exporter, name: &str, le: &str) {
-        self.put(name);
-        self.put("{");
-        self.put(&e.source_labels);
-        self.put(",le=\"");
-        self.put(le);
-        self.put("\"} ");
-    }
-
-    /// A histogram's `_sum` and `_count`, in each format's order.
-    fn sum_and_count(
+    /// A histogram from per-bucket (not cumulative) counts, the last one past every bound:
+    /// cumulative `_bucket`s with `le` last, then `_sum` and `_count` in the format's order.
+    fn histogram(
         &mut self,
-        labels: impl Fn(&mut Self, &str),
-        [sum_name, count_name]: [&str; 2],
+        [bucket, sum_name, count_name]: [&str; 3],
+        labels: (&str, usize),
+        les: &[&str],
+        counts: &[u64],
         sum: f64,
-        count: u64,
     ) {
-        let write_sum = |w: &mut Self| {
-            labels(w, sum_name);
-            w.f64(sum);
-        };
-        match self.format {
-            Format::Text => {
-                write_sum(self);
-                labels(self, count_name);
-                self.u64(count);
-            }
-            Format::OpenMetrics => {
-                labels(self, count_name);
-                self.u64(count);
-                write_sum(self);
-            }
+        let all = (labels.0, labels.0.len());
+        let mut cumulative = 0;
+        for (le, n) in les.iter().chain(&["+Inf"]).zip(counts) {
+            cumulative += n;
+            self.series(bucket, all, [&[], &[], &["le=\"", le, "\""]]);
+            self.u64(cumulative);
+        }
+        let none: [&[&str]; 3] = [&[], &[], &[]];
+        if self.format == Format::OpenMetrics {
+            self.series(count_name, labels, none);
+            self.u64(cumulative);
+        }
+        self.series(sum_name, labels, none);
+        self.f64(sum);
+        if self.format == Format::Text {
+            self.series(count_name, labels, none);
+            self.u64(cumulative);
         }
     }
 
@@ -655,10 +606,7 @@ impl Exposition {
     }
 
     pub fn content_type(&self) -> &'static str {
-        match self.format {
-            Format::Text => TEXT_CONTENT_TYPE,
-            Format::OpenMetrics => openmetrics::CONTENT_TYPE,
-        }
+        self.format.content_type()
     }
 
     /// The next part of the exposition, `None` after the last.
@@ -676,9 +624,7 @@ impl Exposition {
         while w.buf.len() < self.chunk {
             let Some(f) = FAMILIES.get(self.family) else {
                 w.put(&std::mem::take(&mut self.tail));
-                if self.format == Format::OpenMetrics {
-                    w.put("# EOF\n");
-                }
+                w.put(self.format.end());
                 self.done = true;
                 break;
             };
