@@ -19,7 +19,7 @@ use crate::config::{self, ConfigErrors};
 use crate::diagnose::Verdict;
 use crate::discovery::{self, Refresh};
 use crate::mesh::{self, Mesh};
-use crate::metrics::{self, Exporter, ReloadResult, Source, TargetLabels};
+use crate::metrics::{Exporter, ReloadResult, Source, TargetLabels};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::schedule::{self, BoxFuture, Hooks, Scheduler};
 use crate::serve::{self, ListenError};
@@ -246,8 +246,10 @@ async fn serve_inventory(
     let local = listener.local_addr().unwrap_or(opts.listen);
     let source = source_of(&inventory, &opts.node);
     let ctx = context_of(&inventory).map_err(StartError::Resolver)?;
+    let exporter = Arc::new(exporter_for(&inventory, &source));
+    let mesh = Mesh::new(local, exporter.peer_series());
     let shared = Arc::new(Shared {
-        exporter: RwLock::new(Arc::new(exporter_for(&inventory, &source))),
+        exporter: RwLock::new(exporter),
         ctx: RwLock::new(Arc::new(ctx)),
         status: Status::default(),
         node: opts.node.clone(),
@@ -256,7 +258,7 @@ async fn serve_inventory(
         draining: AtomicBool::new(false),
         rejected: RwLock::new(None),
         verdicts: RwLock::new(Default::default()),
-        mesh: Mesh::new(local),
+        mesh,
     });
     shared.mesh.set_settings(inventory.mesh.clone());
     shared.exporter().set_discovery(inventory.discovery.is_some());
@@ -459,11 +461,11 @@ fn apply(
         // agent's own: reloads and discovery refreshes). Removed targets are cancelled before it
         // is installed; a probe of a removed target that ends in between is dropped by either
         // exporter, as neither knows it by then.
-        let fresh = Arc::new(exporter_for(next, &source));
+        let mut fresh = exporter_for(next, &source);
         let applied = scheduler.apply(targets);
         let old = shared.exporter();
         fresh.carry_reloads(&old);
-        *shared.exporter.write().expect("not poisoned") = fresh;
+        *shared.exporter.write().expect("not poisoned") = Arc::new(fresh);
         *shared.source.write().expect("not poisoned") = source;
         applied
     };
@@ -680,13 +682,6 @@ impl serve::Routes for Routes {
             "/metrics" => {
                 let accept = headers.get(http::header::ACCEPT).and_then(|v| v.to_str().ok());
                 let body = s.exporter().exposition_for(accept);
-                // The mesh's families (a handful of series per peer) follow the exporter's.
-                let source = s.source.read().expect("not poisoned").clone();
-                let mut mesh = String::new();
-                s.mesh
-                    .write_refreshes(&mut mesh, &source, body.format() == metrics::Format::OpenMetrics);
-                s.mesh.write_metrics(&mut mesh, &source);
-                let body = body.with_tail(mesh);
                 serve::streamed(200, body.content_type(), body)
             }
             "/healthz" => serve::text(200, "ok\n"),

@@ -5,21 +5,22 @@
 //!   `refresh` and reports to the agent's control loop, which keeps the last good list.
 //! - [`hrw`] picks which of them this agent probes (`peers_per_node`).
 //! - [`Mesh`] turns the chosen peers into ordinary targets for the scheduler (an `http` probe
-//!   with a [`PeerSpec`]), records their results, learns the peers' node names, answers `/mesh`
-//!   and writes the `pathprobe_peer_*` series.
+//!   with a [`PeerSpec`]), records their results, learns the peers' node names and answers
+//!   `/mesh`. Its series (`pathprobe_peer*`, `pathprobe_mesh_*`) live in the exporter's
+//!   [`PeerSeries`], which it keeps up to date; the exporter writes them.
 
 pub mod config;
 pub mod hrw;
 pub mod peers;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::config::DEFAULT_BODY_LIMIT;
-use crate::metrics::Source;
+use crate::metrics::PeerSeries;
 use crate::probe::mesh::{self as mesh_probe, Identity, MAX_PAYLOAD, SMALL_BUDGET};
 use crate::probe::ProbeResult;
 use crate::reason::Reason;
@@ -29,18 +30,14 @@ pub use config::MeshSettings;
 /// The `job` of mesh probes in the scheduler (never exported as a target).
 pub const JOB: &str = "pathprobe-mesh";
 
-/// The latest result of one peer and payload.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Latest {
-    reason: Reason,
-    seconds: f64,
-}
-
-/// The agent's mesh: settings, peers, what it learned, and the latest result per peer.
+/// The agent's mesh: settings, peers, what it learned; the latest result per peer is in its
+/// series.
 pub struct Mesh {
     /// This agent's own address (its listen address), to recognise itself in the peer list.
     local: SocketAddr,
     state: Mutex<State>,
+    /// The exporter's mesh series: the latest result per probed peer and payload, the counts.
+    series: Arc<PeerSeries>,
     /// Where the next `/mesh` answer starts in the list of reached peers.
     rotate: AtomicUsize,
 }
@@ -58,15 +55,16 @@ struct State {
     heard: HashMap<SocketAddr, String>,
     /// Addresses that answered with this agent's own identity (a NAT, a second address).
     selves: HashSet<SocketAddr>,
-    results: BTreeMap<(SocketAddr, Payload), Latest>,
-    refreshes: [u64; 2],
 }
 
 impl Mesh {
-    pub fn new(local: SocketAddr) -> Mesh {
+    /// A mesh listening at `local` that keeps its series in `series` (the exporter's, from
+    /// [`crate::metrics::Exporter::peer_series`]).
+    pub fn new(local: SocketAddr, series: Arc<PeerSeries>) -> Mesh {
         Mesh {
             local,
             state: Mutex::new(State::default()),
+            series,
             rotate: AtomicUsize::new(0),
         }
     }
@@ -89,33 +87,39 @@ impl Mesh {
     /// Peers, names and results stay across a reload that keeps the mesh on.
     pub fn set_settings(&self, settings: Option<Arc<MeshSettings>>) {
         let mut s = self.state();
+        self.series.set_on(settings.is_some());
         if settings.is_none() {
             *s = State::default();
             return;
         }
         let large_off = settings.as_ref().is_some_and(|m| m.large_payload == 0);
         if large_off {
-            s.results.retain(|(_, p), _| *p == Payload::Small);
+            self.series.retain(|_, p| p == Payload::Small);
         }
         s.settings = settings;
         let peers = std::mem::take(&mut s.peers);
-        Self::choose(&mut s, peers, self.local);
+        self.choose(&mut s, peers);
     }
 
     /// Takes a freshly discovered peer list: leaves this agent out, picks the peers to probe,
     /// and drops the series of peers no longer probed at once.
     pub fn set_peers(&self, discovered: Vec<SocketAddr>) {
         let mut s = self.state();
-        s.refreshes[0] += 1;
-        Self::choose(&mut s, discovered, self.local);
+        if s.settings.is_some() {
+            self.series.refreshed(true);
+        }
+        self.choose(&mut s, discovered);
     }
 
     /// Counts a failed refresh (the last list stays).
     pub fn refresh_failed(&self) {
-        self.state().refreshes[1] += 1;
+        if self.state().settings.is_some() {
+            self.series.refreshed(false);
+        }
     }
 
-    fn choose(s: &mut State, discovered: Vec<SocketAddr>, local: SocketAddr) {
+    fn choose(&self, s: &mut State, discovered: Vec<SocketAddr>) {
+        let local = self.local;
         let Some(settings) = s.settings.clone() else { return };
         let mut seen = HashSet::new();
         let mut me: Option<SocketAddr> = None;
@@ -138,7 +142,8 @@ impl Mesh {
             .into_iter()
             .filter_map(|m| m.parse().ok())
             .collect();
-        s.results.retain(|(a, _), _| probed.contains(a));
+        self.series.retain(|a, _| probed.contains(&a));
+        self.series.set_counts(peers.len(), probed.len());
         s.reached.retain(|a, _| peers.contains(a));
         s.heard.retain(|a, _| peers.contains(a));
         s.peers = peers;
@@ -178,13 +183,15 @@ impl Mesh {
                     tracing::info!(address = %peer.address, "this agent answered its own mesh probe; never probing that address again");
                 }
                 s.probed.remove(&peer.address);
-                s.results.retain(|(a, _), _| *a != peer.address);
+                self.series.retain(|a, _| a != peer.address);
+                self.series.set_counts(s.peers.len(), s.probed.len());
                 return;
             }
             for (addr, node) in &id.peers {
                 if let Ok(a) = addr.parse::<SocketAddr>() {
-                    if s.peers.contains(&a) && !s.reached.contains_key(&a) {
+                    if s.peers.contains(&a) && !s.reached.contains_key(&a) && s.heard.get(&a) != Some(node) {
                         s.heard.insert(a, node.clone());
+                        self.series.rename(a, node);
                     }
                 }
             }
@@ -194,7 +201,13 @@ impl Mesh {
             }
             s.reached.insert(peer.address, id.node.clone());
         }
-        let before = s.results.get(&(peer.address, peer.payload)).map(|l| l.reason);
+        let node = Self::peer_node(&s, &peer.address);
+        // A name learned from this answer goes on the other payload's row too.
+        self.series.rename(peer.address, &node);
+        let seconds = result.total.as_secs_f64();
+        let before = self
+            .series
+            .record(peer.address, peer.payload, &node, result.reason, seconds);
         if before != Some(result.reason) && result.reason != Reason::None {
             tracing::warn!(
                 peer = %peer.address, payload = peer.payload.as_str(), reason = result.reason.as_str(),
@@ -203,13 +216,6 @@ impl Mesh {
         } else if before.is_some_and(|b| b != Reason::None) && result.reason == Reason::None {
             tracing::info!(peer = %peer.address, payload = peer.payload.as_str(), "mesh path recovered");
         }
-        s.results.insert(
-            (peer.address, peer.payload),
-            Latest {
-                reason: result.reason,
-                seconds: result.total.as_secs_f64(),
-            },
-        );
     }
 
     /// The body of `GET /mesh` (`bytes`: `?bytes=N`, already capped).
@@ -225,108 +231,20 @@ impl Mesh {
     }
 
     /// The name of a peer: its own answer, another agent's, else its address.
-    fn peer_node(s: &State, a: &SocketAddr) -> String {
-        s.reached
-            .get(a)
-            .or_else(|| s.heard.get(a))
-            .cloned()
-            .unwrap_or_else(|| a.to_string())
-    }
-
-    /// Writes the mesh's families (text format; the same lines are valid OpenMetrics).
-    /// Nothing when the mesh is off.
-    pub fn write_metrics(&self, out: &mut String, source: &Source) {
-        let s = self.state();
-        if s.settings.is_none() {
-            return;
-        }
-        let src = format!(
-            "source_node=\"{}\",source_cluster=\"{}\",network=\"{}\"",
-            escape(&source.node),
-            escape(&source.cluster),
-            escape(&source.network)
-        );
-        let rows: Vec<(String, String, &str, Latest)> = s
-            .results
-            .iter()
-            .map(|((a, p), l)| (escape(&Self::peer_node(&s, a)), a.to_string(), p.as_str(), *l))
-            .collect();
-        let family = |out: &mut String, name: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        };
-        family(
-            out,
-            "pathprobe_peer_duration_seconds",
-            "Total time of the latest mesh probe of a peer.",
-        );
-        for (node, addr, payload, l) in &rows {
-            let _ = writeln!(
-                out,
-                "pathprobe_peer_duration_seconds{{{src},peer_node=\"{node}\",peer_address=\"{addr}\",payload=\"{payload}\"}} {}",
-                l.seconds
-            );
-        }
-        family(
-            out,
-            "pathprobe_peer_failure_reason",
-            "Why the latest mesh probe of a peer failed (none on success): one series per peer and payload, set to 1.",
-        );
-        for (node, addr, payload, l) in &rows {
-            let _ = writeln!(
-                out,
-                "pathprobe_peer_failure_reason{{{src},peer_node=\"{node}\",peer_address=\"{addr}\",payload=\"{payload}\",reason=\"{}\"}} 1",
-                l.reason.as_str()
-            );
-        }
-        family(
-            out,
-            "pathprobe_peer_success",
-            "1 if the latest mesh probe of a peer succeeded, else 0.",
-        );
-        for (node, addr, payload, l) in &rows {
-            let _ = writeln!(
-                out,
-                "pathprobe_peer_success{{{src},peer_node=\"{node}\",peer_address=\"{addr}\",payload=\"{payload}\"}} {}",
-                u8::from(l.reason == Reason::None)
-            );
-        }
-        family(out, "pathprobe_peers", "Mesh peers discovered (this agent left out).");
-        let _ = writeln!(out, "pathprobe_peers{{{src}}} {}", s.peers.len());
-        family(out, "pathprobe_peers_probed", "Mesh peers this agent probes.");
-        let _ = writeln!(out, "pathprobe_peers_probed{{{src}}} {}", s.probed.len());
-    }
-
-    /// The peer-list refresh counter, written as a counter (`_total` in both formats).
-    pub fn write_refreshes(&self, out: &mut String, source: &Source, openmetrics: bool) {
-        let s = self.state();
-        if s.settings.is_none() {
-            return;
-        }
-        let name = "pathprobe_mesh_refreshes";
-        let help = "Peer-list refreshes (DNS or static) by result; a failed one keeps the last list.";
-        if openmetrics {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
-        } else {
-            let _ = writeln!(out, "# HELP {name}_total {help}\n# TYPE {name}_total counter");
-        }
-        for (i, result) in ["success", "failure"].iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "{name}_total{{source_node=\"{}\",source_cluster=\"{}\",network=\"{}\",result=\"{result}\"}} {}",
-                escape(&source.node),
-                escape(&source.cluster),
-                escape(&source.network),
-                s.refreshes[i]
-            );
+    fn peer_node<'a>(s: &'a State, a: &SocketAddr) -> Cow<'a, str> {
+        match s.reached.get(a).or_else(|| s.heard.get(a)) {
+            Some(name) => Cow::Borrowed(name),
+            None => Cow::Owned(a.to_string()),
         }
     }
 
     /// (peer address, payload, reason) of every recorded result, for the status page and tests.
     pub fn snapshot(&self) -> Vec<(SocketAddr, String, Payload, Reason)> {
         let s = self.state();
-        s.results
-            .iter()
-            .map(|((a, p), l)| (*a, Self::peer_node(&s, a), *p, l.reason))
+        self.series
+            .reasons()
+            .into_iter()
+            .map(|(a, p, reason)| (a, Self::peer_node(&s, &a).into_owned(), p, reason))
             .collect()
     }
 }
@@ -370,8 +288,4 @@ fn target(address: SocketAddr, payload: Payload, bytes: usize, m: &MeshSettings,
         })),
         all_addresses: None,
     }
-}
-
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

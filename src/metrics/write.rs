@@ -91,7 +91,7 @@ struct Family {
 }
 
 /// Every family, sorted by name as the `prometheus` crate's registry gathers them.
-const FAMILIES: [Family; 24] = [
+const FAMILIES: [Family; 30] = [
     Family {
         name: "pathprobe_address_failure_reason",
         help: "All-address mode: always 1; the reason label is the latest probe's reason for this address (none on success).",
@@ -141,10 +141,8 @@ const FAMILIES: [Family; 24] = [
         help: "Inventory reloads, by result.",
         kind: Type::Counter,
         source: Source::Process(|w, e| {
-            for r in super::ReloadResult::ALL {
-                let result = ["result=\"", r.as_str(), "\""];
-                w.process(e, "pathprobe_config_reloads_total", &result, e.reloads(r));
-            }
+            let counts = super::ReloadResult::ALL.map(|r| e.reloads(r));
+            w.by_result(e, "pathprobe_config_reloads_total", counts);
         }),
     },
     Family {
@@ -170,11 +168,8 @@ const FAMILIES: [Family; 24] = [
         help: "Asks of Prometheus's active targets, by result.",
         kind: Type::Counter,
         source: Source::ProcessIf(discovery_on, |w, e| {
-            for r in super::ReloadResult::ALL {
-                let n = e.discovery.refreshes[r as usize].load(Ordering::Relaxed);
-                let result = ["result=\"", r.as_str(), "\""];
-                w.process(e, "pathprobe_discovery_refreshes_total", &result, n);
-            }
+            let counts = e.discovery.refreshes.each_ref().map(|n| n.load(Ordering::Relaxed));
+            w.by_result(e, "pathprobe_discovery_refreshes_total", counts);
         }),
     },
     Family {
@@ -262,6 +257,61 @@ const FAMILIES: [Family; 24] = [
                 w.f64(s.last.as_ref().expect("probed_once").finished);
             },
         },
+    },
+    Family {
+        name: "pathprobe_mesh_refreshes_total",
+        help: "Peer-list refreshes (DNS or static) by result; a failed one keeps the last list.",
+        kind: Type::Counter,
+        source: Source::ProcessIf(mesh_on, |w, e| {
+            let counts = e.peers.lock().refreshes;
+            w.by_result(e, "pathprobe_mesh_refreshes_total", counts);
+        }),
+    },
+    Family {
+        name: "pathprobe_peer_duration_seconds",
+        help: "Total time of the latest mesh probe of a peer.",
+        kind: Type::Gauge,
+        source: Source::ProcessIf(peer_rows, |w, e| {
+            for row in e.peers.lock().rows.values() {
+                w.series("pathprobe_peer_duration_seconds", source(e), [&[], &[&*row.labels], &[]]);
+                w.f64(row.seconds);
+            }
+        }),
+    },
+    Family {
+        name: "pathprobe_peer_failure_reason",
+        help: "Why the latest mesh probe of a peer failed (none on success): one series per peer and payload, set to 1.",
+        kind: Type::Gauge,
+        source: Source::ProcessIf(peer_rows, |w, e| {
+            for row in e.peers.lock().rows.values() {
+                let labels = [&*row.labels, ",reason=\"", row.reason.as_str(), "\""];
+                w.series("pathprobe_peer_failure_reason", source(e), [&[], &labels, &[]]);
+                w.u64(1);
+            }
+        }),
+    },
+    Family {
+        name: "pathprobe_peer_success",
+        help: "1 if the latest mesh probe of a peer succeeded, else 0.",
+        kind: Type::Gauge,
+        source: Source::ProcessIf(peer_rows, |w, e| {
+            for row in e.peers.lock().rows.values() {
+                w.series("pathprobe_peer_success", source(e), [&[], &[&*row.labels], &[]]);
+                w.u64(u64::from(row.reason == Reason::None));
+            }
+        }),
+    },
+    Family {
+        name: "pathprobe_peers",
+        help: "Mesh peers discovered (this agent left out).",
+        kind: Type::Gauge,
+        source: Source::ProcessIf(mesh_on, |w, e| w.process(e, "pathprobe_peers", &[], e.peers.lock().discovered)),
+    },
+    Family {
+        name: "pathprobe_peers_probed",
+        help: "Mesh peers this agent probes.",
+        kind: Type::Gauge,
+        source: Source::ProcessIf(mesh_on, |w, e| w.process(e, "pathprobe_peers_probed", &[], e.peers.lock().probed)),
     },
     Family {
         name: "pathprobe_probe_duration_seconds",
@@ -398,6 +448,14 @@ fn discovery_on(e: &Exporter) -> bool {
     e.discovery.on.load(Ordering::Relaxed)
 }
 
+fn mesh_on(e: &Exporter) -> bool {
+    e.peers.lock().on
+}
+
+fn peer_rows(e: &Exporter) -> bool {
+    !e.peers.lock().rows.is_empty()
+}
+
 fn probed_once(s: &Series) -> bool {
     s.last.is_some()
 }
@@ -494,6 +552,14 @@ impl Writer<'_> {
         self.u64(value);
     }
 
+    /// A counter of the agent's own by `result`: `counts` in [`super::ReloadResult::ALL`]'s
+    /// order (success, failure).
+    fn by_result(&mut self, e: &Exporter, name: &str, counts: [u64; 2]) {
+        for (r, n) in super::ReloadResult::ALL.iter().zip(counts) {
+            self.process(e, name, &["result=\"", r.as_str(), "\""], n);
+        }
+    }
+
     /// A histogram from per-bucket (not cumulative) counts, the last one past every bound:
     /// cumulative `_bucket`s with `le` last, then `_sum` and `_count` in the format's order.
     fn histogram(
@@ -567,8 +633,6 @@ pub struct Exposition {
     slot: usize,
     header_written: bool,
     done: bool,
-    /// Families of others (the mesh's), written after the exporter's, before `# EOF`.
-    tail: String,
     /// Reused: once the previous chunk has been sent and dropped, its space is reclaimed.
     buf: BytesMut,
 }
@@ -583,7 +647,6 @@ impl Exposition {
             slot: 0,
             header_written: false,
             done: false,
-            tail: String::new(),
             buf: BytesMut::new(),
         }
     }
@@ -594,17 +657,12 @@ impl Exposition {
         self
     }
 
-    /// Adds whole families written by others, in this exposition's format, after the
-    /// exporter's (their names must differ from every family of the exporter).
-    pub fn with_tail(mut self, tail: String) -> Exposition {
-        self.tail = tail;
-        self
-    }
-
+    /// The format being written (as negotiated from the scraper's `Accept`).
     pub fn format(&self) -> Format {
         self.format
     }
 
+    /// The response's `Content-Type`.
     pub fn content_type(&self) -> &'static str {
         self.format.content_type()
     }
@@ -623,7 +681,6 @@ impl Exposition {
         };
         while w.buf.len() < self.chunk {
             let Some(f) = FAMILIES.get(self.family) else {
-                w.put(&std::mem::take(&mut self.tail));
                 w.put(self.format.end());
                 self.done = true;
                 break;
