@@ -58,7 +58,8 @@ struct State {
 }
 
 impl Mesh {
-    /// A mesh listening at `local` that keeps its series in `series` (the exporter's, from
+    /// A mesh for the agent listening at `local` (to recognise itself among the peers), with
+    /// no peers yet, that keeps its series in `series` (the exporter's, from
     /// [`crate::metrics::Exporter::peer_series`]).
     pub fn new(local: SocketAddr, series: Arc<PeerSeries>) -> Mesh {
         Mesh {

@@ -665,12 +665,12 @@ impl Exposition {
         self
     }
 
-    /// The format being written (as negotiated from the scraper's `Accept`).
+    /// Text or OpenMetrics, as negotiated.
     pub fn format(&self) -> Format {
         self.format
     }
 
-    /// The response's `Content-Type`.
+    /// The `Content-Type` for the response.
     pub fn content_type(&self) -> &'static str {
         self.format.content_type()
     }
