@@ -5,7 +5,7 @@
 use super::destination::Dest;
 use super::{is_http, Ctx, Diags, PathStyle};
 use crate::config::raw::{RawTarget, RawTls};
-use crate::probe::tls::{parse_identity, settings, TlsConfigError};
+use crate::probe::tls::{parse_identity, settings, TlsField};
 use crate::target::{ClientIdentity, Kind, TlsSettings};
 
 /// The TLS inputs of a target that does TLS (kind tls, or an https URL); refuses a `tls:` block
@@ -115,22 +115,12 @@ fn read_inputs(t: RawTls, ps: &PathStyle, ctx: &Ctx, d: &mut Diags) -> Option<Tl
                 (Some(cert), Some(key)) => match parse_identity(&cert, &key) {
                     Ok(id) => Some(id),
                     Err(e) => {
-                        let msg = e.to_string();
-                        let (rel, file, what) = if let Some(rest) = msg.strip_prefix("key_file: ") {
-                            ("tls.key_file", k, rest.to_string())
-                        } else {
-                            (
-                                "tls.cert_file",
-                                c,
-                                msg.strip_prefix("cert_file: ").unwrap_or(&msg).to_string(),
-                            )
-                        };
-                        let fix = if rel == "tls.key_file" {
-                            "give the PEM private key that matches cert_file"
-                        } else {
-                            "give the PEM client certificate (chain)"
-                        };
-                        d.error(ps.at(rel), format!("{}: {what}; {fix}", ctx.resolve(file).display()));
+                        let (rel, fix) = blame(e.field(), "tls.server_name");
+                        let file = if e.field() == TlsField::KeyFile { k } else { c };
+                        d.error(
+                            ps.at(rel),
+                            format!("{}: {}; {fix}", ctx.resolve(file).display(), e.reason()),
+                        );
                         None
                     }
                 },
@@ -169,19 +159,59 @@ pub(super) fn build(
     match settings(server_name, inputs.ca_pem.as_deref(), inputs.insecure, identity) {
         Ok(s) => Some(s),
         Err(e) => {
-            let (rel, fix) = match &e {
-                TlsConfigError::BadServerName(_) => {
-                    (name_rel, "set tls.server_name to the name the certificate is for")
-                }
-                TlsConfigError::BadCa(_) => ("tls.ca_file", "give a PEM file holding the CA certificate(s)"),
-                TlsConfigError::BadIdentity(_) => ("tls.cert_file", "give the PEM client certificate and its key"),
-                TlsConfigError::Verifier(_) if inputs.ca_pem.is_some() => {
-                    ("tls.ca_file", "give a PEM file holding the CA certificate(s)")
-                }
-                TlsConfigError::Verifier(_) => ("tls", "give a ca_file, or check the system trust store"),
-            };
+            let (rel, fix) = blame(e.field(), name_rel);
             d.error(ps.at(rel), format!("{e}; {fix}"));
             None
         }
+    }
+}
+
+/// The field a TLS setting's error is reported at, and the fix. `server_name_rel` is where the
+/// server name came from: `tls.server_name`, or the url or address whose host it defaults to.
+fn blame(field: TlsField, server_name_rel: &str) -> (&str, &'static str) {
+    match field {
+        TlsField::ServerName => (
+            server_name_rel,
+            "set tls.server_name to the name the certificate is for",
+        ),
+        TlsField::CaFile => ("tls.ca_file", "give a PEM file holding the CA certificate(s)"),
+        TlsField::CertFile => ("tls.cert_file", "give the PEM client certificate (chain)"),
+        TlsField::KeyFile => ("tls.key_file", "give the PEM private key that matches cert_file"),
+        TlsField::Roots => ("tls", "give a ca_file, or check the system trust store"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// The first error of a one-target inventory whose `tls:` block is `tls`, files in `dir`.
+    fn first_error(tls: &str, dir: &Path) -> String {
+        let text = format!(
+            "agent: {{source_cluster: c}}\ntargets:\n- {{name: a, kind: tls, address: '10.0.0.1:443', tls: {tls}}}\n"
+        );
+        crate::config::parse(&text, dir).unwrap_err().0[0].to_string()
+    }
+
+    #[test]
+    fn a_tls_error_is_blamed_on_the_field_its_type_names() {
+        let dir = std::env::temp_dir().join(format!("pathprobe-tls-blame-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("garbage.pem"), "not a certificate\n").unwrap();
+        let garbage = dir.join("garbage.pem");
+        let e = first_error("{cert_file: garbage.pem, key_file: garbage.pem}", &dir);
+        assert_eq!(
+            e,
+            format!(
+                "targets[0].tls.cert_file: {}: no BEGIN CERTIFICATE block found; give the PEM client certificate (chain)",
+                garbage.display()
+            )
+        );
+        let e = first_error("{server_name: 'not a name'}", &dir);
+        assert_eq!(
+            e,
+            "targets[0].tls.server_name: \"not a name\" is not a valid DNS name or IP address; set tls.server_name to the name the certificate is for"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
