@@ -4,7 +4,9 @@
 //! so everything downstream can trust it: durations are positive, files were readable, secrets
 //! are loaded and never printed.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -205,6 +207,8 @@ pub struct HttpSpec {
     pub body_limit: usize,
     /// Redirects followed at most (0: not followed; a 3xx is then judged by `expect_status`).
     pub max_redirects: u8,
+    /// TLS for an `https` URL (and the verifier redirects to https keep); `None` for `http`.
+    pub tls: Option<TlsSettings>,
 }
 
 /// What a `dns` probe must find.
@@ -225,21 +229,95 @@ pub struct Target {
     pub cluster: String,
     /// `target_instance` label: `host:port` as Prometheus shows `instance`.
     pub instance: String,
-    pub kind: Kind,
+    /// Where the probe dials (a dns target: the name it resolves).
     pub endpoint: Endpoint,
+    /// Time between two probes.
     pub interval: Duration,
+    /// Time one probe may take, every phase included.
     pub timeout: Duration,
-    pub tls: Option<TlsSettings>,
-    pub http: Option<HttpSpec>,
-    pub dns: DnsExpect,
+    /// What the probe checks, with the settings only its kind has; the `kind` label follows
+    /// from it.
+    pub check: Check,
     /// `expect: { blocked: true }`: success is the connection failing; connecting is
     /// `unexpectedly_reachable`.
     pub blocked: bool,
-    /// Set on mesh probes only: the peer agent and the payload asked of it.
-    pub peer: Option<Arc<PeerSpec>>,
     /// All-address mode: probe every address the name resolves to, at most this many, each with
     /// its own result. `None`: the first address that works.
     pub all_addresses: Option<usize>,
+}
+
+impl Target {
+    /// The probe kind, as the `kind` label shows it (a mesh probe is `http`).
+    pub fn kind(&self) -> Kind {
+        self.check.kind()
+    }
+
+    /// The TLS settings, for a tls target and an https one; `None` for the others.
+    pub fn tls(&self) -> Option<&TlsSettings> {
+        match &self.check {
+            Check::Tls(tls) => Some(tls),
+            _ => self.http().and_then(|spec| spec.tls.as_ref()),
+        }
+    }
+
+    /// The HTTP request and its expected answer, for http, scrape and mesh targets.
+    pub fn http(&self) -> Option<&HttpSpec> {
+        match &self.check {
+            Check::Http(spec) | Check::Scrape(spec) => Some(spec),
+            Check::Mesh(mesh) => Some(&mesh.http),
+            Check::Tcp | Check::Tls(_) | Check::Dns(_) => None,
+        }
+    }
+
+    /// The peer agent a mesh probe asks; `None` for inventory targets.
+    pub fn peer(&self) -> Option<&PeerSpec> {
+        match &self.check {
+            Check::Mesh(mesh) => Some(&mesh.peer),
+            _ => None,
+        }
+    }
+}
+
+/// What a probe checks, per kind: each variant holds exactly the settings its kind needs, so the
+/// engine finds them by matching, never by trusting that validation filled an optional field.
+/// The settings are boxed: a target is one of 10k on every node, and most of its bytes would
+/// otherwise be a largest variant most targets do not have.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// `kind: tcp`: the connection is the check.
+    Tcp,
+    /// `kind: tls`: a handshake under these settings.
+    Tls(Box<TlsSettings>),
+    /// `kind: http`: one request, its answer judged.
+    Http(Box<HttpSpec>),
+    /// `kind: scrape`: a request made as Prometheus makes it, its body parsed as Prometheus would.
+    Scrape(Box<HttpSpec>),
+    /// `kind: dns`: the name resolves (to one of the expected addresses, if any).
+    Dns(Box<DnsExpect>),
+    /// A mesh probe of another agent's `/mesh`: an http request judged as the mesh judges it.
+    Mesh(Box<MeshSpec>),
+}
+
+impl Check {
+    /// The `kind` label of a target that checks this.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Check::Tcp => Kind::Tcp,
+            Check::Tls(_) => Kind::Tls,
+            Check::Http(_) | Check::Mesh(_) => Kind::Http,
+            Check::Scrape(_) => Kind::Scrape,
+            Check::Dns(_) => Kind::Dns,
+        }
+    }
+}
+
+/// A mesh probe's request, and the peer and payload it asks for.
+#[derive(Debug, Clone)]
+pub struct MeshSpec {
+    /// The request to the peer's `/mesh` (plain http, 200 expected).
+    pub http: HttpSpec,
+    /// Who is asked, and for what.
+    pub peer: PeerSpec,
 }
 
 /// Which of the two mesh probes: the identity (small), or the MTU check's transfer (large).
@@ -323,4 +401,107 @@ pub struct Inventory {
     pub discovery: Option<std::sync::Arc<crate::discovery::config::Discovery>>,
     /// `mesh:`: probe the other agents.
     pub mesh: Option<std::sync::Arc<crate::mesh::config::MeshSettings>>,
+}
+
+/// A target's identity as label values: `target`, `target_job`, `target_instance`,
+/// `target_cluster`, `kind`. One allocation holding the five values back to back: the scheduler,
+/// the status rows and the exporter each key a map by it, at every target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetLabels {
+    text: Box<str>,
+    ends: [u32; 5],
+}
+
+impl TargetLabels {
+    fn from_parts(parts: [&str; 5]) -> TargetLabels {
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 5];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            *end = text.len() as u32;
+        }
+        TargetLabels {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
+    pub fn of(target: &Target) -> TargetLabels {
+        TargetLabels::from_parts(TargetKey(target).parts())
+    }
+
+    pub fn of_absent(target: &AbsentTarget) -> TargetLabels {
+        TargetLabels::from_parts([
+            &target.name,
+            &target.job,
+            &target.instance,
+            &target.cluster,
+            target.kind.map(|k| k.as_str()).unwrap_or(""),
+        ])
+    }
+}
+
+/// A target identity, owned ([`TargetLabels`]) or borrowed ([`TargetKey`]): maps keyed by
+/// `TargetLabels` are looked up with a borrowed `&Target`, so recording a probe builds no strings.
+pub trait Identity {
+    fn parts(&self) -> [&str; 5];
+}
+
+impl Identity for TargetLabels {
+    fn parts(&self) -> [&str; 5] {
+        let e = self.ends.map(|e| e as usize);
+        let t = &self.text;
+        [
+            &t[..e[0]],
+            &t[e[0]..e[1]],
+            &t[e[1]..e[2]],
+            &t[e[2]..e[3]],
+            &t[e[3]..e[4]],
+        ]
+    }
+}
+
+/// A borrowed view of a target's identity.
+pub struct TargetKey<'a>(pub &'a Target);
+
+impl Identity for TargetKey<'_> {
+    fn parts(&self) -> [&str; 5] {
+        let t = self.0;
+        [&t.name, &t.job, &t.instance, &t.cluster, t.kind().as_str()]
+    }
+}
+
+impl TargetKey<'_> {
+    /// As a map key: `map.get(TargetKey(t).as_key())` on a `HashMap<TargetLabels, _>`.
+    pub fn as_key(&self) -> &(dyn Identity + '_) {
+        self
+    }
+}
+
+impl Hash for dyn Identity + '_ {
+    /// As `[String; 5]`'s derived hash (length, then each part): the scheduler's phases, a hash
+    /// of the identity, stay where they were before this type had its own hash.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn Identity + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn Identity + '_ {}
+
+impl Hash for TargetLabels {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (self as &dyn Identity).hash(h)
+    }
+}
+
+impl<'a> Borrow<dyn Identity + 'a> for TargetLabels {
+    fn borrow(&self) -> &(dyn Identity + 'a) {
+        self
+    }
 }

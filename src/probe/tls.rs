@@ -176,14 +176,11 @@ pub fn settings(
 /// Probes a target with tcp + a TLS handshake.
 pub async fn probe(
     target: &Target,
+    settings: &TlsSettings,
     ctx: &ProbeContext,
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
-    let settings = target
-        .tls
-        .as_ref()
-        .expect("validation gives every tls target its settings");
     let tcp = tcp::connect(ctx, &target.endpoint, trace, deadline).await?;
     let mut stream = handshake(tcp, settings, trace, deadline).await?;
     if settings.client_identity.is_some()

@@ -10,7 +10,7 @@ use regex::Regex;
 use super::agent::parse_body_limit;
 use super::{is_http, scalar_or, Ctx, Diags, PathStyle};
 use crate::config::raw::{OneOrMany, RawTarget, Scalar};
-use crate::target::{Auth, HttpSpec, Kind, Secret, StatusRanges};
+use crate::target::{Auth, HttpSpec, Kind, Secret, StatusRanges, TlsSettings};
 
 /// The fields only http and scrape targets use, refused on the other kinds.
 pub(super) fn refuse_where_unused(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut Diags) {
@@ -75,8 +75,8 @@ pub(super) struct HttpParts {
 }
 
 impl HttpParts {
-    /// The spec for one address's URL.
-    pub fn spec(&self, url: url::Url) -> HttpSpec {
+    /// The spec for one address's URL, with its TLS settings (https).
+    pub fn spec(&self, url: url::Url, tls: Option<TlsSettings>) -> HttpSpec {
         HttpSpec {
             url,
             method: self.method.clone(),
@@ -86,6 +86,7 @@ impl HttpParts {
             body_regex: self.body_regex.clone(),
             body_limit: self.body_limit,
             max_redirects: self.max_redirects,
+            tls,
         }
     }
 }

@@ -22,7 +22,7 @@ use std::time::Duration;
 use super::duration::{format_duration, parse_duration};
 use super::raw::{RawConfig, RawTarget, Scalar};
 use super::{ConfigError, ConfigWarning, Loaded};
-use crate::target::{AbsentTarget, Endpoint, Host, Inventory, Kind, Target};
+use crate::target::{AbsentTarget, Check, DnsExpect, Endpoint, Host, Inventory, Kind, Target};
 use destination::Dest;
 
 pub use agent::{DEFAULT_BODY_LIMIT, DEFAULT_INTERVAL, DEFAULT_TIMEOUT};
@@ -240,57 +240,70 @@ pub(crate) fn check_target(rt: &RawTarget, ps: &PathStyle, ctx: &Ctx, d: &mut Di
         return Checked::Failed;
     };
 
-    // build, one target per address
     let mut targets = Vec::with_capacity(dests.len());
     for dest in dests {
         let instance = dest.instance();
-        let tls = match (&tls_inputs, &dest) {
-            (Some(inputs), Dest::Url(u)) => {
-                let host = u.host_str().unwrap_or_default().to_string();
-                match tls::build(inputs, &host, "url", ps, d) {
-                    Some(t) => Some(t),
-                    None => return Checked::Failed,
-                }
-            }
-            (Some(inputs), Dest::Addr { host_text, .. }) => match tls::build(inputs, host_text, "address", ps, d) {
-                Some(t) => Some(t),
-                None => return Checked::Failed,
-            },
-            _ => None,
-        };
-        let (endpoint, http) = match dest {
-            Dest::Url(u) => {
-                let endpoint = destination::url_endpoint(&u);
-                let spec = http_parts.as_ref().map(|p| p.spec(u));
-                (endpoint, spec)
-            }
-            Dest::Addr { endpoint, .. } => (endpoint, None),
-            Dest::Dns(name) => (
-                Endpoint {
-                    host: Host::Name(name),
-                    port: 53,
-                },
-                None,
-            ),
+        let Some((endpoint, check)) = build(kind, dest, tls_inputs.as_ref(), http_parts.as_ref(), &dns, ps, d) else {
+            return Checked::Failed;
         };
         targets.push(Target {
             name: labels.name.clone(),
             job: labels.job.clone(),
             cluster: labels.cluster.clone(),
             instance,
-            kind,
             endpoint,
             interval,
             timeout,
-            tls,
-            http,
-            dns: dns.clone(),
+            check,
             blocked,
-            peer: None,
             all_addresses,
         });
     }
     Checked::Probe(targets)
+}
+
+/// Where one address of a checked target dials, and what its probe checks there. `None` when
+/// its TLS settings cannot be built for that address (the error is recorded).
+fn build(
+    kind: Kind,
+    dest: Dest,
+    tls_inputs: Option<&tls::TlsInputs>,
+    http_parts: Option<&http::HttpParts>,
+    dns: &DnsExpect,
+    ps: &PathStyle,
+    d: &mut Diags,
+) -> Option<(Endpoint, Check)> {
+    match dest {
+        Dest::Url(u) => {
+            let tls = match tls_inputs {
+                Some(inputs) => Some(tls::build(inputs, u.host_str().unwrap_or_default(), "url", ps, d)?),
+                None => None,
+            };
+            let endpoint = destination::url_endpoint(&u);
+            // Only http and scrape targets take a url, and they have their parts when error-free.
+            let spec = Box::new(http_parts?.spec(u, tls));
+            let check = if kind == Kind::Scrape {
+                Check::Scrape(spec)
+            } else {
+                Check::Http(spec)
+            };
+            Some((endpoint, check))
+        }
+        Dest::Addr { endpoint, host_text } => {
+            let check = match tls_inputs {
+                Some(inputs) => Check::Tls(Box::new(tls::build(inputs, &host_text, "address", ps, d)?)),
+                None => Check::Tcp,
+            };
+            Some((endpoint, check))
+        }
+        Dest::Dns(name) => Some((
+            Endpoint {
+                host: Host::Name(name),
+                port: 53,
+            },
+            Check::Dns(Box::new(dns.clone())),
+        )),
+    }
 }
 
 /// Whether the kind makes an HTTP request.
