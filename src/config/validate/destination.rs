@@ -134,8 +134,6 @@ pub(super) fn all_addresses(rt: &RawTarget, kind: Kind, ps: &PathStyle, d: &mut 
     Some(max)
 }
 
-/// A scalar field parsed by `parse`, or `default` when absent; records the error and returns
-
 /// `host:port` of a parsed http(s) URL (the scheme's port when none is written).
 pub(super) fn url_endpoint(u: &url::Url) -> Endpoint {
     let host = match u.host() {
