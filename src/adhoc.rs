@@ -16,17 +16,22 @@ use crate::target::Target;
 /// The `check` command's flags that shape an ad-hoc target.
 #[derive(Debug, Clone)]
 pub struct AdhocOptions {
+    /// `--timeout`: the probe's whole budget.
     pub timeout: Duration,
     /// Skip TLS verification (`--insecure`).
     pub insecure: bool,
+    /// `--ca-file`: the CA trusted instead of the system roots.
     pub ca_file: Option<PathBuf>,
+    /// `--server-name`: the TLS name instead of the host.
     pub server_name: Option<String>,
+    /// `--basic-auth-user` (with the password file).
     pub basic_auth_user: Option<String>,
+    /// `--basic-auth-password-file`: where the password is.
     pub basic_auth_password_file: Option<PathBuf>,
+    /// `--bearer-token-file`: where the token is.
     pub bearer_token_file: Option<PathBuf>,
     /// As in the inventory: `200`, `200,301`, `300-399`, `2xx`.
     pub expect_status: Option<String>,
-    pub body_regex: Option<String>,
 }
 
 impl Default for AdhocOptions {
@@ -40,7 +45,6 @@ impl Default for AdhocOptions {
             basic_auth_password_file: None,
             bearer_token_file: None,
             expect_status: None,
-            body_regex: None,
         }
     }
 }
@@ -113,10 +117,10 @@ pub fn parse(arg: &str, opts: &AdhocOptions) -> Result<Vec<Target>, ConfigErrors
             });
         }
         raw.bearer_token_file = opts.bearer_token_file.as_deref().map(path_text);
-        if opts.expect_status.is_some() || opts.body_regex.is_some() {
+        if opts.expect_status.is_some() {
             raw.expect = Some(RawExpect {
                 status: opts.expect_status.as_deref().map(|s| OneOrMany(vec![Scalar::from(s)])),
-                body_regex: opts.body_regex.clone(),
+                body_regex: None,
                 addresses: None,
                 blocked: None,
             });

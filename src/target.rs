@@ -18,10 +18,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// The probe kinds of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// Resolve and connect.
     Tcp,
+    /// Connect, then a TLS handshake.
     Tls,
+    /// One HTTP request, its status and body judged.
     Http,
+    /// A request made as Prometheus scrapes, its body parsed as Prometheus would.
     Scrape,
+    /// Resolve a name.
     Dns,
 }
 
@@ -59,14 +64,18 @@ impl fmt::Display for Kind {
 /// Where a probe dials: a name to resolve or a literal address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
+    /// The name or address dialled.
     pub host: Host,
+    /// The port dialled (53 for a dns target, which dials none).
     pub port: u16,
 }
 
 /// A host as written in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
+    /// A literal address: no lookup.
     Ip(IpAddr),
+    /// A name, lower-cased, resolved at every probe.
     Name(String),
 }
 
@@ -103,6 +112,7 @@ impl fmt::Display for Endpoint {
 pub struct Secret(Arc<str>);
 
 impl Secret {
+    /// Wraps a value read from a secret file.
     pub fn new(value: impl Into<Arc<str>>) -> Secret {
         Secret(value.into())
     }
@@ -127,8 +137,18 @@ impl PartialEq for Secret {
 /// Credentials sent with an HTTP request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
-    Basic { username: String, password: Secret },
-    Bearer { token: Secret },
+    /// `basic_auth`: the password from `password_file`.
+    Basic {
+        /// Sent as written (no `:` in it).
+        username: String,
+        /// From the file `basic_auth.password_file` names.
+        password: Secret,
+    },
+    /// `bearer_token_file`: `Authorization: Bearer <token>`.
+    Bearer {
+        /// From the file, surrounding whitespace trimmed.
+        token: Secret,
+    },
 }
 
 /// Inclusive status ranges a response may have to count as success.
@@ -140,6 +160,7 @@ impl StatusRanges {
     pub fn default_2xx() -> StatusRanges {
         StatusRanges(vec![(200, 299)])
     }
+    /// Whether a response with `status` counts as success.
     pub fn allows(&self, status: u16) -> bool {
         self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
     }
@@ -178,7 +199,9 @@ pub struct TlsSettings {
 
 /// A client certificate chain and its key.
 pub struct ClientIdentity {
+    /// The client certificate first, then any intermediates.
     pub chain: Vec<CertificateDer<'static>>,
+    /// The certificate's private key (checked to match it when the config loads).
     pub key: PrivateKeyDer<'static>,
 }
 
@@ -198,10 +221,15 @@ impl fmt::Debug for TlsSettings {
 pub struct HttpSpec {
     /// The URL without userinfo (validation refuses URLs with credentials).
     pub url: url::Url,
+    /// `method` (GET by default; a scrape's is always GET).
     pub method: http::Method,
+    /// `headers`, in the order written; values that look like credentials are marked sensitive.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `basic_auth` or `bearer_token_file`, sent on the target's host only.
     pub auth: Option<Auth>,
+    /// `expect.status`: the statuses that count as success (any 2xx by default).
     pub expect_status: StatusRanges,
+    /// `expect.body_regex`: the body must match it, else `body_mismatch`.
     pub body_regex: Option<Regex>,
     /// Bytes of body read at most; more is `body_too_large`.
     pub body_limit: usize,
@@ -323,7 +351,9 @@ pub struct MeshSpec {
 /// Which of the two mesh probes: the identity (small), or the MTU check's transfer (large).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Payload {
+    /// `GET /mesh`: the peer's identity.
     Small,
+    /// `GET /mesh?bytes=N`: N bytes, enough to cross a too-small MTU.
     Large,
 }
 
@@ -340,7 +370,9 @@ impl Payload {
 /// A mesh probe's peer: where its agent listens, and what is asked of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PeerSpec {
+    /// The peer agent's listen address.
     pub address: std::net::SocketAddr,
+    /// Which of the two probes this is.
     pub payload: Payload,
     /// Bytes asked for (`large` only; 0 for `small`).
     pub bytes: usize,
@@ -349,22 +381,31 @@ pub struct PeerSpec {
 /// A target the inventory lists as known-absent: exported as `pathprobe_target_expected 0`, never probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbsentTarget {
+    /// `target` label.
     pub name: String,
+    /// `target_job` label.
     pub job: String,
+    /// `target_cluster` label.
     pub cluster: String,
+    /// `target_instance` label: where it would be, empty when the inventory does not say.
     pub instance: String,
+    /// `kind` label, when the inventory gives one.
     pub kind: Option<Kind>,
+    /// `why`: why it is absent, shown with the target and its alert.
     pub why: String,
 }
 
 /// Which network namespace the agent probes from (`network` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
+    /// The node's network namespace (a hostNetwork DaemonSet).
     Host,
+    /// The pod's own network namespace.
     Pod,
 }
 
 impl Network {
+    /// The `network` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Network::Host => "host",
@@ -383,16 +424,22 @@ pub struct ResolverSettings {
 /// The agent's own identity and settings.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
+    /// `source_cluster` label: the cluster this agent runs in.
     pub source_cluster: String,
+    /// `network` label: where the agent probes from.
     pub network: Network,
+    /// How the agent resolves names.
     pub resolver: ResolverSettings,
 }
 
 /// A validated inventory.
 #[derive(Debug, Clone)]
 pub struct Inventory {
+    /// `agent:`: who probes.
     pub agent: AgentSettings,
+    /// The targets to probe, one per address (ranges expanded).
     pub targets: Vec<Target>,
+    /// Documented-absent targets (`expected: false`): exported, never probed.
     pub absent: Vec<AbsentTarget>,
     /// Files the inventory read (secrets, CAs, client identities): a change to any of them is
     /// a change to the inventory, so the agent reloads.
@@ -426,10 +473,12 @@ impl TargetLabels {
         }
     }
 
+    /// A probed target's identity.
     pub fn of(target: &Target) -> TargetLabels {
         TargetLabels::from_parts(TargetKey(target).parts())
     }
 
+    /// A documented-absent target's identity (kind empty when the inventory gives none).
     pub fn of_absent(target: &AbsentTarget) -> TargetLabels {
         TargetLabels::from_parts([
             &target.name,
@@ -444,6 +493,7 @@ impl TargetLabels {
 /// A target identity, owned ([`TargetLabels`]) or borrowed ([`TargetKey`]): maps keyed by
 /// `TargetLabels` are looked up with a borrowed `&Target`, so recording a probe builds no strings.
 pub trait Identity {
+    /// `target`, `target_job`, `target_instance`, `target_cluster`, `kind`, in that order.
     fn parts(&self) -> [&str; 5];
 }
 

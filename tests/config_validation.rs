@@ -722,7 +722,6 @@ fn adhoc_targets() {
         insecure: true,
         timeout: Duration::from_secs(2),
         expect_status: Some("200,301".into()),
-        body_regex: Some("up".into()),
         ..AdhocOptions::default()
     };
     let ts = adhoc::parse("scrape+https://10.0.0.1:8006/api2/prometheus", &insecure).unwrap();
@@ -733,7 +732,6 @@ fn adhoc_targets() {
     let h = ts[0].http().unwrap();
     assert_eq!(h.url.as_str(), "https://10.0.0.1:8006/api2/prometheus");
     assert_eq!(h.expect_status, StatusRanges(vec![(200, 200), (301, 301)]));
-    assert!(h.body_regex.is_some());
     // HTTP and TLS flags do not apply to tcp:// and are ignored there.
     assert!(adhoc::parse("tcp://10.0.0.1:22", &insecure).is_ok());
 

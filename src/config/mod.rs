@@ -35,11 +35,14 @@ pub use validate::{
 /// whole) and what, with the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The field at fault (`targets[3].tls.ca_file`; a `check` flag for ad-hoc targets).
     pub path: String,
+    /// What is wrong, then the fix, after a `;`.
     pub message: String,
 }
 
 impl ConfigError {
+    /// An error at `path`.
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             path: path.into(),
@@ -70,12 +73,15 @@ fn lines(errors: &[ConfigError]) -> String {
 }
 
 impl ConfigErrors {
+    /// The errors, in file order.
     pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
         self.0.iter()
     }
+    /// How many errors.
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// True when there are none.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -96,7 +102,9 @@ impl From<ConfigError> for ConfigErrors {
 /// Something allowed but probably not meant. Same shape and display as [`ConfigError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {
+    /// The field it is about.
     pub path: String,
+    /// What is probably not meant, then the fix, after a `;`.
     pub message: String,
 }
 
@@ -113,7 +121,9 @@ impl fmt::Display for ConfigWarning {
 /// A valid inventory and the warnings found on the way.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The checked inventory.
     pub inventory: Inventory,
+    /// Allowed but probably not meant; logged, never a refusal.
     pub warnings: Vec<ConfigWarning>,
 }
 

@@ -10,9 +10,13 @@ use regex::Regex;
 /// (brackets kept for IPv6), `rest` is everything after the host (`:port/path?query`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlParts<'a> {
+    /// Before `://`, as written.
     pub scheme: &'a str,
+    /// Whether credentials were written before the host (never kept, never shown).
     pub has_userinfo: bool,
+    /// The host as written: a name, an address, or a last-octet range.
     pub host: &'a str,
+    /// `:port/path?query#fragment`, as written.
     pub rest: &'a str,
 }
 

@@ -12,10 +12,15 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `agent:`: who probes (its cluster, network, resolver).
     pub agent: Option<RawAgent>,
+    /// `defaults:`: what every target inherits.
     pub defaults: Option<RawDefaults>,
+    /// `targets:`: what to probe.
     pub targets: Option<Vec<RawTarget>>,
+    /// `discovery:`: more targets, from elsewhere.
     pub discovery: Option<RawDiscovery>,
+    /// `mesh:`: probe the other agents.
     pub mesh: Option<crate::mesh::config::RawMesh>,
 }
 
@@ -23,6 +28,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDiscovery {
+    /// A Prometheus's active targets, probed as `scrape` targets.
     pub prometheus: Option<RawPrometheusDiscovery>,
 }
 
@@ -30,9 +36,11 @@ pub struct RawDiscovery {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrometheusDiscovery {
+    /// The Prometheus's base URL.
     pub url: Option<String>,
     /// Anchored regexes on `job`; absent: every job.
     pub jobs: Option<Vec<String>>,
+    /// How often its targets are asked for again.
     pub refresh: Option<Scalar>,
     /// What Prometheus's API does not reveal (credentials, TLS), per job regex: a target's fields.
     pub job_settings: Option<Vec<RawTarget>>,
@@ -42,9 +50,11 @@ pub struct RawPrometheusDiscovery {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
+    /// The cluster this agent runs in (`source_cluster` label).
     pub source_cluster: Option<String>,
     /// `host` | `pod`; default `host`.
     pub network: Option<String>,
+    /// How names are resolved (default: the system's resolv.conf).
     pub resolver: Option<RawResolver>,
 }
 
@@ -60,8 +70,11 @@ pub struct RawResolver {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
+    /// Time between two probes of a target (default 30s, at least 1s).
     pub interval: Option<Scalar>,
+    /// Time one probe may take (default 5s).
     pub timeout: Option<Scalar>,
+    /// Bytes of an HTTP body read at most (default 4MiB).
     pub body_limit: Option<Scalar>,
 }
 
@@ -69,21 +82,37 @@ pub struct RawDefaults {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
+    /// The `target` label.
     pub name: Option<String>,
+    /// The `target_job` label (default: the name).
     pub job: Option<String>,
+    /// The `target_cluster` label (default: the agent's source cluster).
     pub cluster: Option<String>,
+    /// `tcp`, `tls`, `http`, `scrape` or `dns`.
     pub kind: Option<String>,
+    /// Where http and scrape targets ask (last-octet ranges allowed in the host).
     pub url: Option<String>,
+    /// `host:port` for tcp and tls, the name for dns (ranges allowed).
     pub address: Option<String>,
+    /// Overrides `defaults.interval`.
     pub interval: Option<Scalar>,
+    /// Overrides `defaults.timeout`.
     pub timeout: Option<Scalar>,
+    /// TLS settings (kind tls, or an https url).
     pub tls: Option<RawTls>,
+    /// Basic auth for http and scrape (the password from a file).
     pub basic_auth: Option<RawBasicAuth>,
+    /// A file holding a bearer token for http and scrape.
     pub bearer_token_file: Option<String>,
+    /// Extra request headers (never credentials).
     pub headers: Option<Headers>,
+    /// The HTTP method (default GET; a scrape only GETs).
     pub method: Option<String>,
+    /// What counts as success beyond connecting.
     pub expect: Option<RawExpect>,
+    /// Overrides `defaults.body_limit`.
     pub body_limit: Option<Scalar>,
+    /// Redirects followed at most (http: 0, scrape: 10, as Prometheus).
     pub max_redirects: Option<Scalar>,
     /// Probe every address the name resolves to, each with its own series (default: the first
     /// address that works).
@@ -92,6 +121,7 @@ pub struct RawTarget {
     pub max_addresses: Option<Scalar>,
     /// `false`: a documented-absent target, listed and never probed.
     pub expected: Option<bool>,
+    /// Why a documented-absent target is absent (required with `expected: false`).
     pub why: Option<String>,
 }
 
@@ -99,10 +129,15 @@ pub struct RawTarget {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
+    /// Skip verifying the certificate (it is still recorded).
     pub insecure_skip_verify: Option<bool>,
+    /// A PEM file of the CA(s) trusted instead of the system roots.
     pub ca_file: Option<String>,
+    /// The name sent as SNI and checked (default: the host).
     pub server_name: Option<String>,
+    /// The client certificate (chain) for mTLS, PEM.
     pub cert_file: Option<String>,
+    /// The client certificate's key, PEM.
     pub key_file: Option<String>,
 }
 
@@ -110,7 +145,9 @@ pub struct RawTls {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBasicAuth {
+    /// Sent as written (no `:`).
     pub username: Option<String>,
+    /// The file holding the password (a mounted Secret).
     pub password_file: Option<String>,
 }
 
@@ -120,6 +157,7 @@ pub struct RawBasicAuth {
 pub struct RawExpect {
     /// Codes and ranges: `200`, `"300-399"`, `"2xx"`; one or a list.
     pub status: Option<OneOrMany>,
+    /// The body must match it (Rust regex syntax).
     pub body_regex: Option<String>,
     /// `dns` only: at least one of these must be answered.
     pub addresses: Option<Vec<String>>,
@@ -133,6 +171,7 @@ pub struct RawExpect {
 pub struct Scalar(pub String);
 
 impl Scalar {
+    /// The value as written.
     pub fn as_str(&self) -> &str {
         &self.0
     }

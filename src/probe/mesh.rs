@@ -18,8 +18,11 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// A pathprobe agent's answer to `GET /mesh`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
+    /// The answering agent's node.
     pub node: String,
+    /// The answering agent's cluster.
     pub source_cluster: String,
+    /// `host` or `pod`: where the answering agent listens.
     pub network: String,
     /// `ready`, `starting` or `draining`.
     #[serde(default = "ready")]

@@ -153,7 +153,8 @@ impl PathStyle {
     }
 }
 
-/// The `check` flag that sets a field, or `target` for what the argument itself says.
+/// The `check` flag that sets a field, or `target` for what the argument itself says. Every flag
+/// here is one of `check`'s own (`CheckArgs` in src/main.rs); a field no flag sets is `target`.
 fn adhoc_flag(rel: &str) -> &'static str {
     match rel {
         "tls" | "tls.insecure_skip_verify" => "--insecure",
@@ -162,7 +163,6 @@ fn adhoc_flag(rel: &str) -> &'static str {
         "basic_auth" | "basic_auth.username" => "--basic-auth-user",
         "basic_auth.password_file" => "--basic-auth-password-file",
         "bearer_token_file" => "--bearer-token-file",
-        "expect.body_regex" => "--body-regex",
         "timeout" | "interval" => "--timeout",
         r if r.starts_with("expect.status") => "--expect-status",
         _ => "target",
