@@ -16,19 +16,19 @@ use crate::target::Target;
 /// The `check` command's flags that shape an ad-hoc target.
 #[derive(Debug, Clone)]
 pub struct AdhocOptions {
-    /// `--timeout`: the probe's whole budget.
+    /// The probe's timeout (`--timeout`; default 5s).
     pub timeout: Duration,
     /// Skip TLS verification (`--insecure`).
     pub insecure: bool,
-    /// `--ca-file`: the CA trusted instead of the system roots.
+    /// The CA to trust instead of the system roots (`--ca-file`).
     pub ca_file: Option<PathBuf>,
-    /// `--server-name`: the TLS name instead of the host.
+    /// The TLS name to send and check instead of the URL's host (`--server-name`).
     pub server_name: Option<String>,
-    /// `--basic-auth-user` (with the password file).
+    /// Basic auth user name (`--basic-auth-user`).
     pub basic_auth_user: Option<String>,
-    /// `--basic-auth-password-file`: where the password is.
+    /// The file holding the basic auth password (`--basic-auth-password-file`).
     pub basic_auth_password_file: Option<PathBuf>,
-    /// `--bearer-token-file`: where the token is.
+    /// The file holding a bearer token (`--bearer-token-file`).
     pub bearer_token_file: Option<PathBuf>,
     /// As in the inventory: `200`, `200,301`, `300-399`, `2xx`.
     pub expect_status: Option<String>,

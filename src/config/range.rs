@@ -10,13 +10,13 @@ use regex::Regex;
 /// (brackets kept for IPv6), `rest` is everything after the host (`:port/path?query`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlParts<'a> {
-    /// Before `://`, as written.
+    /// The scheme, without `://`.
     pub scheme: &'a str,
-    /// Whether credentials were written before the host (never kept, never shown).
+    /// True when the URL holds `user[:password]@`, which validation refuses (never echoed).
     pub has_userinfo: bool,
-    /// The host as written: a name, an address, or a last-octet range.
+    /// The host as written: brackets kept for IPv6, a range left unexpanded.
     pub host: &'a str,
-    /// `:port/path?query#fragment`, as written.
+    /// Everything after the host: `:port/path?query`.
     pub rest: &'a str,
 }
 

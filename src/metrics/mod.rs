@@ -27,8 +27,11 @@ pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Who is probing: the source labels on every series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
+    /// `source_node`: the node this agent runs on.
     pub node: String,
+    /// `source_cluster`: the cluster this agent runs in.
     pub cluster: String,
+    /// `network`: `host` or `pod`.
     pub network: String,
 }
 
@@ -222,11 +225,14 @@ struct Discovery {
 /// A reload's outcome, the `result` label of `pathprobe_config_reloads_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
+    /// The new inventory was applied.
     Success,
+    /// The new inventory was refused; the old one keeps running.
     Failure,
 }
 
 impl ReloadResult {
+    /// Both outcomes, so each counter is exported from zero.
     pub const ALL: [ReloadResult; 2] = [ReloadResult::Success, ReloadResult::Failure];
 
     fn as_str(self) -> &'static str {
@@ -238,6 +244,7 @@ impl ReloadResult {
 }
 
 impl Exporter {
+    /// An exporter with no targets yet, for this agent's source labels.
     pub fn new(source: &Source) -> Exporter {
         let mut source_labels = String::new();
         label(&mut source_labels, "network", &source.network);
