@@ -32,8 +32,6 @@ pub struct AdhocOptions {
     pub bearer_token_file: Option<PathBuf>,
     /// As in the inventory: `200`, `200,301`, `300-399`, `2xx`.
     pub expect_status: Option<String>,
-    /// A regex the body must match, as `expect.body_regex`; `check` has no flag for it.
-    pub body_regex: Option<String>,
 }
 
 impl Default for AdhocOptions {
@@ -47,7 +45,6 @@ impl Default for AdhocOptions {
             basic_auth_password_file: None,
             bearer_token_file: None,
             expect_status: None,
-            body_regex: None,
         }
     }
 }
@@ -120,10 +117,10 @@ pub fn parse(arg: &str, opts: &AdhocOptions) -> Result<Vec<Target>, ConfigErrors
             });
         }
         raw.bearer_token_file = opts.bearer_token_file.as_deref().map(path_text);
-        if opts.expect_status.is_some() || opts.body_regex.is_some() {
+        if opts.expect_status.is_some() {
             raw.expect = Some(RawExpect {
                 status: opts.expect_status.as_deref().map(|s| OneOrMany(vec![Scalar::from(s)])),
-                body_regex: opts.body_regex.clone(),
+                body_regex: None,
                 addresses: None,
                 blocked: None,
             });

@@ -335,7 +335,6 @@ async fn check(args: Box<CheckArgs>) -> ExitCode {
         basic_auth_password_file: args.basic_auth_password_file.clone(),
         bearer_token_file: args.bearer_token_file.clone(),
         expect_status: args.expect_status.clone(),
-        ..AdhocOptions::default()
     };
     let names: Vec<String> = args.targets.iter().filter(|a| !a.contains("://")).cloned().collect();
     // Per named target: the flags that override its settings, and those that do not apply to it.

@@ -16,7 +16,7 @@ use crate::adhoc::{self, AdhocOptions};
 use crate::config::range::redact_userinfo;
 use crate::probe::{self, Deadline, ProbeContext, Trace};
 use crate::reason::{classify, Reason};
-use crate::target::Target;
+use crate::target::{Check, Endpoint, HttpSpec};
 
 /// Bytes of an API answer read at most: the targets list of a big Prometheus is tens of MB.
 const BODY_LIMIT: usize = 256 << 20;
@@ -116,8 +116,12 @@ pub struct Prometheus {
     /// The base URL as given, without userinfo, for messages.
     shown: String,
     base: url::Url,
-    /// A prepared `http` target to the server; each request swaps in its own URL.
-    target: Target,
+    /// Where the server listens.
+    endpoint: Endpoint,
+    /// A prepared request to the server; each request swaps in its own URL.
+    request: HttpSpec,
+    /// How long one question may take.
+    timeout: Duration,
     ctx: ProbeContext,
 }
 
@@ -151,15 +155,17 @@ impl Prometheus {
         if targets.len() != 1 {
             return Err(bad("names more than one address; give one server".into()));
         }
-        let mut target = targets.remove(0);
-        target.name = "prometheus".into();
-        if let Some(spec) = target.http.as_mut() {
-            spec.body_limit = BODY_LIMIT;
-        }
+        let target = targets.remove(0);
+        let Check::Http(mut request) = target.check else {
+            return Err(bad("use http:// or https://".into()));
+        };
+        request.body_limit = BODY_LIMIT;
         Ok(Prometheus {
             shown,
             base,
-            target,
+            endpoint: target.endpoint,
+            request: *request,
+            timeout: target.timeout,
             ctx,
         })
     }
@@ -209,19 +215,17 @@ impl Prometheus {
     /// GETs an API path; the `data` of a `success` answer.
     async fn get(&self, path: &str) -> Result<serde_json::Value, ApiError> {
         let url = self.base.join(path).map_err(|e| self.decode(e.to_string()))?;
-        let mut target = self.target.clone();
-        if let Some(spec) = target.http.as_mut() {
-            spec.url = url;
-        }
+        let mut request = self.request.clone();
+        request.url = url;
         let mut headers = HeaderMap::new();
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(
             header::USER_AGENT,
             HeaderValue::from_static(concat!("pathprobe/", env!("CARGO_PKG_VERSION"))),
         );
-        let deadline = Deadline::after(target.timeout);
+        let deadline = Deadline::after(self.timeout);
         let mut trace = Trace::default();
-        let fetched = probe::http::fetch(&target, &self.ctx, &mut trace, deadline, &headers);
+        let fetched = probe::http::fetch(&self.endpoint, &request, &self.ctx, &mut trace, deadline, &headers);
         let response = match tokio::time::timeout_at(deadline.at + Duration::from_millis(50), fetched).await {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
@@ -235,7 +239,7 @@ impl Prometheus {
                 return Err(ApiError::Unreachable {
                     url: self.shown.clone(),
                     reason: Reason::HttpTimeout,
-                    error: format!("no answer within {:?}", target.timeout),
+                    error: format!("no answer within {:?}", self.timeout),
                 })
             }
         };

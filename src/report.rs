@@ -120,7 +120,7 @@ pub fn advice(target: &Target, result: &ProbeResult, hints: Hints) -> String {
     };
     let detail = result.error.as_deref().unwrap_or("");
     match result.reason {
-        Reason::TlsUntrusted if target.tls.as_ref().is_some_and(|t| t.ca_file) => format!(
+        Reason::TlsUntrusted if target.tls().is_some_and(|t| t.ca_file) => format!(
             "the certificate does not verify against {} — the server presents another CA's certificate (or another self-signed one), or the file holds the wrong CA",
             say("the CA in tls.ca_file", "the CA given with --ca-file")
         ),
@@ -136,14 +136,14 @@ pub fn advice(target: &Target, result: &ProbeResult, hints: Hints) -> String {
             say("tls.server_name", "--server-name")
         ),
         Reason::TlsHandshake if detail.contains("not TLS:") => {
-            let https = target.http.as_ref().is_some_and(|h| h.url.scheme() == "https");
+            let https = target.http().is_some_and(|h| h.url.scheme() == "https");
             if https {
                 "it speaks plain text there, not TLS — use http://, or the port that serves TLS".to_string()
             } else {
                 "it speaks another protocol on that port, not TLS — check the port, or use kind tcp".to_string()
             }
         }
-        Reason::HttpAuth if target.http.as_ref().is_some_and(|h| h.auth.is_none()) => format!(
+        Reason::HttpAuth if target.http().is_some_and(|h| h.auth.is_none()) => format!(
             "the target wants credentials and none were sent — {}",
             say(
                 "set basic_auth (username, password_file) or bearer_token_file",
@@ -151,7 +151,7 @@ pub fn advice(target: &Target, result: &ProbeResult, hints: Hints) -> String {
             )
         ),
         Reason::HttpAuth => {
-            let file = match target.http.as_ref().and_then(|h| h.auth.as_ref()) {
+            let file = match target.http().and_then(|h| h.auth.as_ref()) {
                 Some(crate::target::Auth::Bearer { .. }) => say("the token in bearer_token_file", "the token in --bearer-token-file"),
                 _ => say("the password in basic_auth.password_file", "the password in --basic-auth-password-file"),
             };
@@ -189,8 +189,7 @@ pub fn verdict(target: &Target, result: &ProbeResult, hints: Hints) -> String {
         },
         Reason::TlsHostname => {
             let asked = target
-                .tls
-                .as_ref()
+                .tls()
                 .map(|t| t.server_name.to_str().into_owned())
                 .unwrap_or_else(|| host.clone());
             let names = result
@@ -212,7 +211,7 @@ pub fn verdict(target: &Target, result: &ProbeResult, hints: Hints) -> String {
         Reason::ConnectionReset => format!("connection to {addr} reset or closed mid-exchange"),
         Reason::HttpTimeout => format!("no complete response from {addr} within {t}"),
         Reason::HttpProtocol => format!("the answer from {addr} is not HTTP"),
-        Reason::HttpAuth if target.http.as_ref().is_some_and(|h| h.auth.is_none()) => {
+        Reason::HttpAuth if target.http().is_some_and(|h| h.auth.is_none()) => {
             format!("HTTP {status} with no credentials sent")
         }
         Reason::HttpAuth | Reason::HttpServerError => format!("HTTP {status}"),

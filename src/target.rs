@@ -4,7 +4,9 @@
 //! so everything downstream can trust it: durations are positive, files were readable, secrets
 //! are loaded and never printed.
 
+use std::borrow::Borrow;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +18,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// The probe kinds of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
-    /// A TCP connect, nothing sent.
+    /// Resolve and connect.
     Tcp,
-    /// A TCP connect and a TLS handshake (certificate, name, expiry).
+    /// Connect, then a TLS handshake.
     Tls,
-    /// An HTTP request whose status (and optionally body) is judged.
+    /// One HTTP request, its status and body judged.
     Http,
-    /// A Prometheus scrape: HTTP with Prometheus's headers, the body through the exposition parser.
+    /// A request made as Prometheus scrapes, its body parsed as Prometheus would.
     Scrape,
-    /// A name lookup only, optionally required to return given addresses.
+    /// Resolve a name.
     Dns,
 }
 
@@ -62,18 +64,18 @@ impl fmt::Display for Kind {
 /// Where a probe dials: a name to resolve or a literal address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    /// The name or literal address to dial.
+    /// The name or address dialled.
     pub host: Host,
-    /// The TCP port.
+    /// The port dialled (53 for a dns target, which dials none).
     pub port: u16,
 }
 
 /// A host as written in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
-    /// A literal address: dialled as is, no lookup.
+    /// A literal address: no lookup.
     Ip(IpAddr),
-    /// A name, lowercased: resolved on every probe.
+    /// A name, lower-cased, resolved at every probe.
     Name(String),
 }
 
@@ -110,7 +112,7 @@ impl fmt::Display for Endpoint {
 pub struct Secret(Arc<str>);
 
 impl Secret {
-    /// Wraps a value just read from its file.
+    /// Wraps a value read from a secret file.
     pub fn new(value: impl Into<Arc<str>>) -> Secret {
         Secret(value.into())
     }
@@ -135,16 +137,16 @@ impl PartialEq for Secret {
 /// Credentials sent with an HTTP request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
-    /// `Authorization: Basic`, from `basic_auth`.
+    /// `basic_auth`: the password from `password_file`.
     Basic {
-        /// Sent as written in the inventory.
+        /// Sent as written (no `:` in it).
         username: String,
-        /// Read from `password_file`.
+        /// From the file `basic_auth.password_file` names.
         password: Secret,
     },
-    /// `Authorization: Bearer`, from `bearer_token_file`.
+    /// `bearer_token_file`: `Authorization: Bearer <token>`.
     Bearer {
-        /// Read from `bearer_token_file`.
+        /// From the file, surrounding whitespace trimmed.
         token: Secret,
     },
 }
@@ -158,7 +160,7 @@ impl StatusRanges {
     pub fn default_2xx() -> StatusRanges {
         StatusRanges(vec![(200, 299)])
     }
-    /// Whether `status` falls in one of the ranges.
+    /// Whether a response with `status` counts as success.
     pub fn allows(&self, status: u16) -> bool {
         self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
     }
@@ -197,9 +199,9 @@ pub struct TlsSettings {
 
 /// A client certificate chain and its key.
 pub struct ClientIdentity {
-    /// The client certificate first, then any intermediates, as sent to the server.
+    /// The client certificate first, then any intermediates.
     pub chain: Vec<CertificateDer<'static>>,
-    /// The private key of the first certificate.
+    /// The certificate's private key (checked to match it when the config loads).
     pub key: PrivateKeyDer<'static>,
 }
 
@@ -219,20 +221,22 @@ impl fmt::Debug for TlsSettings {
 pub struct HttpSpec {
     /// The URL without userinfo (validation refuses URLs with credentials).
     pub url: url::Url,
-    /// The request method (`GET` unless configured).
+    /// `method` (GET by default; a scrape's is always GET).
     pub method: http::Method,
-    /// Extra request headers, in the inventory's order.
+    /// `headers`, in the order written; values that look like credentials are marked sensitive.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
-    /// Credentials; dropped when a redirect leaves the host.
+    /// `basic_auth` or `bearer_token_file`, sent on the target's host only.
     pub auth: Option<Auth>,
-    /// Statuses that count as success (default any 2xx).
+    /// `expect.status`: the statuses that count as success (any 2xx by default).
     pub expect_status: StatusRanges,
-    /// If set, the body must match or the probe fails with `body_mismatch`.
+    /// `expect.body_regex`: the body must match it, else `body_mismatch`.
     pub body_regex: Option<Regex>,
     /// Bytes of body read at most; more is `body_too_large`.
     pub body_limit: usize,
     /// Redirects followed at most (0: not followed; a 3xx is then judged by `expect_status`).
     pub max_redirects: u8,
+    /// TLS for an `https` URL (and the verifier redirects to https keep); `None` for `http`.
+    pub tls: Option<TlsSettings>,
 }
 
 /// What a `dns` probe must find.
@@ -253,36 +257,103 @@ pub struct Target {
     pub cluster: String,
     /// `target_instance` label: `host:port` as Prometheus shows `instance`.
     pub instance: String,
-    /// What kind of probe to run.
-    pub kind: Kind,
-    /// Where to dial.
+    /// Where the probe dials (a dns target: the name it resolves).
     pub endpoint: Endpoint,
-    /// Time between the starts of two probes.
+    /// Time between two probes.
     pub interval: Duration,
-    /// Time one probe may take, all phases together.
+    /// Time one probe may take, every phase included.
     pub timeout: Duration,
-    /// For `tls`, `https` and `scrape+https`: the handshake's settings.
-    pub tls: Option<TlsSettings>,
-    /// For `http` and `scrape` (and mesh probes): the request and its expected answer.
-    pub http: Option<HttpSpec>,
-    /// For `dns`: the addresses the answer must contain.
-    pub dns: DnsExpect,
+    /// What the probe checks, with the settings only its kind has; the `kind` label follows
+    /// from it.
+    pub check: Check,
     /// `expect: { blocked: true }`: success is the connection failing; connecting is
     /// `unexpectedly_reachable`.
     pub blocked: bool,
-    /// Set on mesh probes only: the peer agent and the payload asked of it.
-    pub peer: Option<Arc<PeerSpec>>,
     /// All-address mode: probe every address the name resolves to, at most this many, each with
     /// its own result. `None`: the first address that works.
     pub all_addresses: Option<usize>,
 }
 
+impl Target {
+    /// The probe kind, as the `kind` label shows it (a mesh probe is `http`).
+    pub fn kind(&self) -> Kind {
+        self.check.kind()
+    }
+
+    /// The TLS settings, for a tls target and an https one; `None` for the others.
+    pub fn tls(&self) -> Option<&TlsSettings> {
+        match &self.check {
+            Check::Tls(tls) => Some(tls),
+            _ => self.http().and_then(|spec| spec.tls.as_ref()),
+        }
+    }
+
+    /// The HTTP request and its expected answer, for http, scrape and mesh targets.
+    pub fn http(&self) -> Option<&HttpSpec> {
+        match &self.check {
+            Check::Http(spec) | Check::Scrape(spec) => Some(spec),
+            Check::Mesh(mesh) => Some(&mesh.http),
+            Check::Tcp | Check::Tls(_) | Check::Dns(_) => None,
+        }
+    }
+
+    /// The peer agent a mesh probe asks; `None` for inventory targets.
+    pub fn peer(&self) -> Option<&PeerSpec> {
+        match &self.check {
+            Check::Mesh(mesh) => Some(&mesh.peer),
+            _ => None,
+        }
+    }
+}
+
+/// What a probe checks, per kind: each variant holds exactly the settings its kind needs, so the
+/// engine finds them by matching, never by trusting that validation filled an optional field.
+/// The settings are boxed: a target is one of 10k on every node, and most of its bytes would
+/// otherwise be a largest variant most targets do not have.
+#[derive(Debug, Clone)]
+pub enum Check {
+    /// `kind: tcp`: the connection is the check.
+    Tcp,
+    /// `kind: tls`: a handshake under these settings.
+    Tls(Box<TlsSettings>),
+    /// `kind: http`: one request, its answer judged.
+    Http(Box<HttpSpec>),
+    /// `kind: scrape`: a request made as Prometheus makes it, its body parsed as Prometheus would.
+    Scrape(Box<HttpSpec>),
+    /// `kind: dns`: the name resolves (to one of the expected addresses, if any).
+    Dns(Box<DnsExpect>),
+    /// A mesh probe of another agent's `/mesh`: an http request judged as the mesh judges it.
+    Mesh(Box<MeshSpec>),
+}
+
+impl Check {
+    /// The `kind` label of a target that checks this.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Check::Tcp => Kind::Tcp,
+            Check::Tls(_) => Kind::Tls,
+            Check::Http(_) | Check::Mesh(_) => Kind::Http,
+            Check::Scrape(_) => Kind::Scrape,
+            Check::Dns(_) => Kind::Dns,
+        }
+    }
+}
+
+/// A mesh probe's request, and the peer and payload it asks for.
+#[derive(Debug, Clone)]
+pub struct MeshSpec {
+    /// The request to the peer's `/mesh` (plain http, 200 expected).
+    pub http: HttpSpec,
+    /// Who is asked, and for what.
+    pub peer: PeerSpec,
+}
+
 /// Which of the two mesh probes: the identity (small), or the MTU check's transfer (large).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Payload {
-    /// The identity answer: proves the peer agent answers.
+    /// `GET /mesh`: the peer's identity.
     Small,
-    /// A padded answer of `bytes` bytes: finds paths that drop large packets (MTU black holes).
+    /// `GET /mesh?bytes=N`: N bytes, enough to cross a too-small MTU.
     Large,
 }
 
@@ -301,7 +372,7 @@ impl Payload {
 pub struct PeerSpec {
     /// The peer agent's listen address.
     pub address: std::net::SocketAddr,
-    /// Which of the two mesh probes this is.
+    /// Which of the two probes this is.
     pub payload: Payload,
     /// Bytes asked for (`large` only; 0 for `small`).
     pub bytes: usize,
@@ -310,26 +381,26 @@ pub struct PeerSpec {
 /// A target the inventory lists as known-absent: exported as `pathprobe_target_expected 0`, never probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbsentTarget {
-    /// `target` label: the inventory name.
+    /// `target` label.
     pub name: String,
     /// `target_job` label.
     pub job: String,
     /// `target_cluster` label.
     pub cluster: String,
-    /// `target_instance` label.
+    /// `target_instance` label: where it would be, empty when the inventory does not say.
     pub instance: String,
     /// `kind` label, when the inventory gives one.
     pub kind: Option<Kind>,
-    /// Why it is absent, as the operator wrote it; shown on the `why` series and in `diagnose`.
+    /// `why`: why it is absent, shown with the target and its alert.
     pub why: String,
 }
 
 /// Which network namespace the agent probes from (`network` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
-    /// The node's own network namespace (`hostNetwork: true`).
+    /// The node's network namespace (a hostNetwork DaemonSet).
     Host,
-    /// The pod network, as the workloads see it.
+    /// The pod's own network namespace.
     Pod,
 }
 
@@ -353,22 +424,22 @@ pub struct ResolverSettings {
 /// The agent's own identity and settings.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
-    /// `source_cluster` label on every series: the cluster this agent runs in.
+    /// `source_cluster` label: the cluster this agent runs in.
     pub source_cluster: String,
-    /// `network` label on every series: which namespace the probes leave from.
+    /// `network` label: where the agent probes from.
     pub network: Network,
-    /// Where names are resolved.
+    /// How the agent resolves names.
     pub resolver: ResolverSettings,
 }
 
 /// A validated inventory.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    /// Who this agent is and how it resolves.
+    /// `agent:`: who probes.
     pub agent: AgentSettings,
-    /// The targets to probe.
+    /// The targets to probe, one per address (ranges expanded).
     pub targets: Vec<Target>,
-    /// The documented-absent targets, exported but never probed.
+    /// Documented-absent targets (`expected: false`): exported, never probed.
     pub absent: Vec<AbsentTarget>,
     /// Files the inventory read (secrets, CAs, client identities): a change to any of them is
     /// a change to the inventory, so the agent reloads.
@@ -377,4 +448,110 @@ pub struct Inventory {
     pub discovery: Option<std::sync::Arc<crate::discovery::config::Discovery>>,
     /// `mesh:`: probe the other agents.
     pub mesh: Option<std::sync::Arc<crate::mesh::config::MeshSettings>>,
+}
+
+/// A target's identity as label values: `target`, `target_job`, `target_instance`,
+/// `target_cluster`, `kind`. One allocation holding the five values back to back: the scheduler,
+/// the status rows and the exporter each key a map by it, at every target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetLabels {
+    text: Box<str>,
+    ends: [u32; 5],
+}
+
+impl TargetLabels {
+    fn from_parts(parts: [&str; 5]) -> TargetLabels {
+        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        let mut ends = [0u32; 5];
+        for (end, part) in ends.iter_mut().zip(parts) {
+            text.push_str(part);
+            *end = text.len() as u32;
+        }
+        TargetLabels {
+            text: text.into_boxed_str(),
+            ends,
+        }
+    }
+
+    /// A probed target's identity.
+    pub fn of(target: &Target) -> TargetLabels {
+        TargetLabels::from_parts(TargetKey(target).parts())
+    }
+
+    /// A documented-absent target's identity (kind empty when the inventory gives none).
+    pub fn of_absent(target: &AbsentTarget) -> TargetLabels {
+        TargetLabels::from_parts([
+            &target.name,
+            &target.job,
+            &target.instance,
+            &target.cluster,
+            target.kind.map(|k| k.as_str()).unwrap_or(""),
+        ])
+    }
+}
+
+/// A target identity, owned ([`TargetLabels`]) or borrowed ([`TargetKey`]): maps keyed by
+/// `TargetLabels` are looked up with a borrowed `&Target`, so recording a probe builds no strings.
+pub trait Identity {
+    /// `target`, `target_job`, `target_instance`, `target_cluster`, `kind`, in that order.
+    fn parts(&self) -> [&str; 5];
+}
+
+impl Identity for TargetLabels {
+    fn parts(&self) -> [&str; 5] {
+        let e = self.ends.map(|e| e as usize);
+        let t = &self.text;
+        [
+            &t[..e[0]],
+            &t[e[0]..e[1]],
+            &t[e[1]..e[2]],
+            &t[e[2]..e[3]],
+            &t[e[3]..e[4]],
+        ]
+    }
+}
+
+/// A borrowed view of a target's identity.
+pub struct TargetKey<'a>(pub &'a Target);
+
+impl Identity for TargetKey<'_> {
+    fn parts(&self) -> [&str; 5] {
+        let t = self.0;
+        [&t.name, &t.job, &t.instance, &t.cluster, t.kind().as_str()]
+    }
+}
+
+impl TargetKey<'_> {
+    /// As a map key: `map.get(TargetKey(t).as_key())` on a `HashMap<TargetLabels, _>`.
+    pub fn as_key(&self) -> &(dyn Identity + '_) {
+        self
+    }
+}
+
+impl Hash for dyn Identity + '_ {
+    /// As `[String; 5]`'s derived hash (length, then each part): the scheduler's phases, a hash
+    /// of the identity, stay where they were before this type had its own hash.
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.parts().hash(h);
+    }
+}
+
+impl PartialEq for dyn Identity + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn Identity + '_ {}
+
+impl Hash for TargetLabels {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        (self as &dyn Identity).hash(h)
+    }
+}
+
+impl<'a> Borrow<dyn Identity + 'a> for TargetLabels {
+    fn borrow(&self) -> &(dyn Identity + 'a) {
+        self
+    }
 }

@@ -333,7 +333,7 @@ fn the_seed_inventory_validates() {
         let ts = named(&inv, name);
         assert_eq!(ts.len(), n, "{name}");
         for t in ts {
-            assert_eq!(t.kind, kind, "{name}");
+            assert_eq!(t.kind(), kind, "{name}");
             assert_eq!(t.cluster, cluster, "{name}");
             assert_eq!(t.job, name, "job defaults to the name");
         }
@@ -343,9 +343,9 @@ fn the_seed_inventory_validates() {
     assert_eq!(pve.instance, "10.10.0.10:8006");
     assert_eq!(pve.timeout, Duration::from_secs(10));
     assert_eq!(pve.interval, Duration::from_secs(30));
-    let tls = pve.tls.as_ref().expect("https has TLS settings");
+    let tls = pve.tls().expect("https has TLS settings");
     assert!(tls.insecure_skip_verify);
-    let http = pve.http.as_ref().unwrap();
+    let http = pve.http().unwrap();
     assert_eq!(
         http.url.as_str(),
         "https://10.10.0.10:8006/api2/prometheus?format=prometheus"
@@ -373,9 +373,9 @@ fn the_seed_inventory_validates() {
     );
     assert!(named(&inv, "talos-kubelets")
         .iter()
-        .all(|t| t.tls.is_some() && t.http.is_none()));
+        .all(|t| t.tls().is_some() && t.http().is_none()));
     let agent = named(&inv, "claude-agent")[0];
-    assert!(agent.tls.is_none() && agent.http.is_none());
+    assert!(agent.tls().is_none() && agent.http().is_none());
 }
 
 fn server_name(s: &str) -> ServerName<'static> {
@@ -403,7 +403,7 @@ fn ranges_expand_with_the_url_rewritten() {
     .unwrap();
     assert_eq!(inv.targets.len(), 10);
     let ne = named(&inv, "ne");
-    let urls: Vec<&str> = ne.iter().map(|t| t.http.as_ref().unwrap().url.as_str()).collect();
+    let urls: Vec<&str> = ne.iter().map(|t| t.http().unwrap().url.as_str()).collect();
     assert_eq!(
         urls,
         [
@@ -460,19 +460,16 @@ fn instances_as_prometheus_shows_them() {
     );
     let ip6: IpAddr = "::1".parse().unwrap();
     assert_eq!(inv.targets[2].endpoint.host, Host::Ip(ip6));
-    assert_eq!(inv.targets[4].kind, Kind::Dns);
+    assert_eq!(inv.targets[4].kind(), Kind::Dns);
     assert_eq!(
         inv.targets[4].endpoint.host,
         Host::Name("kubernetes.default.svc.cluster.local".into())
     );
     // TLS only where there is TLS; the server name defaults to the host.
-    assert!(inv.targets[0].tls.is_none());
-    assert_eq!(
-        inv.targets[1].tls.as_ref().unwrap().server_name,
-        server_name("example.com")
-    );
-    assert!(inv.targets[3].tls.is_some());
-    assert!(inv.targets[5].tls.is_none());
+    assert!(inv.targets[0].tls().is_none());
+    assert_eq!(inv.targets[1].tls().unwrap().server_name, server_name("example.com"));
+    assert!(inv.targets[3].tls().is_some());
+    assert!(inv.targets[5].tls().is_none());
 }
 
 #[test]
@@ -492,7 +489,7 @@ fn defaults_and_overrides() {
     assert_eq!((a.job.as_str(), a.cluster.as_str()), ("a", "prod"));
     assert_eq!(a.interval, Duration::from_secs(30));
     assert_eq!(a.timeout, Duration::from_secs(5));
-    let h = a.http.as_ref().unwrap();
+    let h = a.http().unwrap();
     assert_eq!(h.method, http::Method::GET);
     assert_eq!(h.expect_status, StatusRanges::default_2xx());
     assert_eq!(h.body_limit, 4 << 20);
@@ -503,7 +500,7 @@ fn defaults_and_overrides() {
     assert_eq!((b.job.as_str(), b.cluster.as_str()), ("jb", "other"));
     assert_eq!(b.interval, Duration::from_secs(60));
     assert_eq!(b.timeout, Duration::from_millis(500));
-    let h = b.http.as_ref().unwrap();
+    let h = b.http().unwrap();
     assert_eq!(h.method, http::Method::POST);
     assert_eq!(h.expect_status, StatusRanges(vec![(200, 200), (300, 399), (400, 499)]));
     assert_eq!(h.body_limit, 1 << 20);
@@ -528,7 +525,7 @@ fn defaults_and_overrides() {
     assert_eq!(ns, ["10.96.0.10:53", "1.1.1.1:53", "[fd00::a]:5353"]);
     assert_eq!(inv.targets[0].interval, Duration::from_secs(90));
     assert_eq!(inv.targets[0].timeout, Duration::from_secs(10));
-    assert_eq!(inv.targets[0].http.as_ref().unwrap().body_limit, 65536);
+    assert_eq!(inv.targets[0].http().unwrap().body_limit, 65536);
 }
 
 #[test]
@@ -585,12 +582,12 @@ fn secrets_are_read_trimmed_and_never_shown() {
          - {name: b, kind: scrape, url: 'http://10.0.0.1/metrics', bearer_token_file: token}\n";
     let path = write(dir.path(), "inventory.yaml", text);
     let inv = config::load(&path).unwrap();
-    match &inv.targets[0].http.as_ref().unwrap().auth {
+    match &inv.targets[0].http().unwrap().auth {
         // Surrounding whitespace is trimmed, as Prometheus does.
         Some(Auth::Basic { password, .. }) => assert_eq!(password.expose(), "hunter2-pw"),
         other => panic!("{other:?}"),
     }
-    match &inv.targets[1].http.as_ref().unwrap().auth {
+    match &inv.targets[1].http().unwrap().auth {
         Some(Auth::Bearer { token }) => assert_eq!(token.expose(), "tok-abc123"),
         other => panic!("{other:?}"),
     }
@@ -673,11 +670,11 @@ fn tls_files_resolve_against_the_config_directory() {
          - {name: b, kind: http, url: 'https://10.0.0.1:8443/', tls: {ca_file: pki/ca.pem}}\n";
     let path = write(dir.path(), "inventory.yaml", text);
     let inv = config::load(&path).unwrap();
-    let a = inv.targets[0].tls.as_ref().unwrap();
+    let a = inv.targets[0].tls().unwrap();
     assert!(!a.insecure_skip_verify);
     assert!(a.client_identity.is_some());
     assert_eq!(a.server_name, server_name("api.example"));
-    let b = inv.targets[1].tls.as_ref().unwrap();
+    let b = inv.targets[1].tls().unwrap();
     assert_eq!(b.server_name, server_name("10.0.0.1"));
 
     let bad = "agent: {source_cluster: prod}\n\
@@ -711,38 +708,36 @@ fn adhoc_targets() {
         .all(|t| t.name == "tcp://10.0.0.1-3:22" && t.job == "adhoc" && t.cluster.is_empty()));
     assert_eq!(ts[2].instance, "10.0.0.3:22");
     assert_eq!(ts[0].timeout, Duration::from_secs(5));
-    assert_eq!(ts[0].kind, Kind::Tcp);
+    assert_eq!(ts[0].kind(), Kind::Tcp);
 
     let ts = adhoc::parse("tls://example.com:443", &o).unwrap();
-    assert_eq!(ts[0].kind, Kind::Tls);
-    assert!(ts[0].tls.is_some());
+    assert_eq!(ts[0].kind(), Kind::Tls);
+    assert!(ts[0].tls().is_some());
 
     let ts = adhoc::parse("http://[::1]:8080/healthz", &o).unwrap();
-    assert_eq!((ts[0].kind, ts[0].instance.as_str()), (Kind::Http, "[::1]:8080"));
-    assert!(ts[0].tls.is_none());
+    assert_eq!((ts[0].kind(), ts[0].instance.as_str()), (Kind::Http, "[::1]:8080"));
+    assert!(ts[0].tls().is_none());
 
     let insecure = AdhocOptions {
         insecure: true,
         timeout: Duration::from_secs(2),
         expect_status: Some("200,301".into()),
-        body_regex: Some("up".into()),
         ..AdhocOptions::default()
     };
     let ts = adhoc::parse("scrape+https://10.0.0.1:8006/api2/prometheus", &insecure).unwrap();
-    assert_eq!(ts[0].kind, Kind::Scrape);
+    assert_eq!(ts[0].kind(), Kind::Scrape);
     assert_eq!(ts[0].name, "scrape+https://10.0.0.1:8006/api2/prometheus");
     assert_eq!(ts[0].timeout, Duration::from_secs(2));
-    assert!(ts[0].tls.as_ref().unwrap().insecure_skip_verify);
-    let h = ts[0].http.as_ref().unwrap();
+    assert!(ts[0].tls().unwrap().insecure_skip_verify);
+    let h = ts[0].http().unwrap();
     assert_eq!(h.url.as_str(), "https://10.0.0.1:8006/api2/prometheus");
     assert_eq!(h.expect_status, StatusRanges(vec![(200, 200), (301, 301)]));
-    assert!(h.body_regex.is_some());
     // HTTP and TLS flags do not apply to tcp:// and are ignored there.
     assert!(adhoc::parse("tcp://10.0.0.1:22", &insecure).is_ok());
 
     let ts = adhoc::parse("dns://kubernetes.default.svc.cluster.local", &o).unwrap();
     assert_eq!(
-        (ts[0].kind, ts[0].instance.as_str()),
+        (ts[0].kind(), ts[0].instance.as_str()),
         (Kind::Dns, "kubernetes.default.svc.cluster.local")
     );
 

@@ -28,7 +28,7 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(targets) = adhoc::parse(s, &AdhocOptions::default()) {
         assert!(!targets.is_empty() && targets.len() <= 256);
         for t in &targets {
-            if let Some(http) = &t.http {
+            if let Some(http) = t.http() {
                 assert!(http.url.password().is_none(), "a password reached a target's URL");
             }
         }

@@ -19,11 +19,11 @@ use crate::config::{self, ConfigErrors};
 use crate::diagnose::Verdict;
 use crate::discovery::{self, Refresh};
 use crate::mesh::{self, Mesh};
-use crate::metrics::{Exporter, ReloadResult, Source, TargetLabels};
+use crate::metrics::{Exporter, ReloadResult, Source};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::schedule::{self, BoxFuture, Hooks, Scheduler};
 use crate::serve::{self, ListenError};
-use crate::target::{Inventory, Target};
+use crate::target::{Inventory, Target, TargetLabels};
 
 pub use status::Status;
 
@@ -168,7 +168,7 @@ impl Hooks for AgentHooks {
     }
 
     fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
-        if let (Some(peer), Some(result)) = (&target.peer, &outcome) {
+        if let (Some(peer), Some(result)) = (target.peer(), &outcome) {
             self.0.mesh.record(peer, result, &self.0.identity());
             return;
         }
@@ -179,7 +179,7 @@ impl Hooks for AgentHooks {
     }
 
     fn skipped(&self, target: &Target) {
-        if target.peer.is_some() {
+        if target.peer().is_some() {
             tracing::debug!(peer = %target.instance, "previous mesh probe still running; tick skipped");
             return;
         }
@@ -497,7 +497,7 @@ struct Discovered {
     /// The last good list (kept while Prometheus cannot be asked).
     targets: Vec<Target>,
     /// Identity and URL of `targets`, to skip refreshes that change nothing.
-    fingerprint: std::collections::HashSet<(crate::metrics::TargetLabels, String)>,
+    fingerprint: std::collections::HashSet<(TargetLabels, String)>,
     /// Set by a restart: the next list is applied even if it looks the same (new secrets).
     force: bool,
     /// Discovered targets already reported as covered by a static one.
@@ -582,8 +582,8 @@ impl Discovered {
         let fingerprint: std::collections::HashSet<_> = found
             .iter()
             .map(|t| {
-                let url = t.http.as_ref().map(|h| h.url.to_string()).unwrap_or_default();
-                (crate::metrics::TargetLabels::of(t), url)
+                let url = t.http().map(|h| h.url.to_string()).unwrap_or_default();
+                (TargetLabels::of(t), url)
             })
             .collect();
         if fingerprint == self.fingerprint && !self.force {

@@ -130,7 +130,7 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
         "<tr class=\"row {cls}-row\"><td data-label=State class={cls}>{state}</td>\
          <td data-label=Target><b>{name}</b><div class=sub>{kind} · {instance} · job {job}</div></td>",
         name = esc(&t.name),
-        kind = t.kind.as_str(),
+        kind = t.kind().as_str(),
         instance = esc(&t.instance),
         job = esc(&t.job),
     );

@@ -10,10 +10,9 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::metrics::{TargetKey, TargetLabels};
 use crate::probe::ProbeResult;
 use crate::reason::Reason;
-use crate::target::{AbsentTarget, Target};
+use crate::target::{AbsentTarget, Target, TargetKey, TargetLabels};
 
 /// One target's row.
 #[derive(Debug, Clone)]
@@ -178,7 +177,7 @@ impl Status {
 }
 
 fn log_change(target: &Target, before: Option<Reason>, result: &ProbeResult) {
-    let (name, instance, kind) = (&target.name, &target.instance, target.kind.as_str());
+    let (name, instance, kind) = (&target.name, &target.instance, target.kind().as_str());
     let reason = result.reason.as_str();
     match (before, result.success()) {
         (None, true) => tracing::info!(target = %name, instance = %instance, kind, "target up"),

@@ -209,15 +209,15 @@ mod tests {
             (s.name.as_str(), s.job.as_str(), s.instance.as_str()),
             ("app-secure", "app-secure", "10.0.0.1:8443")
         );
-        assert_eq!(s.kind, crate::target::Kind::Scrape);
-        assert!(s.tls.as_ref().unwrap().insecure_skip_verify);
+        assert_eq!(s.kind(), crate::target::Kind::Scrape);
+        assert!(s.tls().unwrap().insecure_skip_verify);
         assert!(matches!(
-            s.http.as_ref().unwrap().auth,
+            s.http().unwrap().auth,
             Some(crate::target::Auth::Basic { .. })
         ));
         let p = &targets[1];
         assert_eq!(p.instance, "app:80", "Prometheus's instance, as it shows it");
-        assert!(p.http.as_ref().unwrap().auth.is_none());
+        assert!(p.http().unwrap().auth.is_none());
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::metrics::PeerSeries;
 use crate::probe::mesh::{self as mesh_probe, Identity, MAX_PAYLOAD, SMALL_BUDGET};
 use crate::probe::ProbeResult;
 use crate::reason::Reason;
-use crate::target::{DnsExpect, Endpoint, Host, HttpSpec, Kind, Payload, PeerSpec, StatusRanges, Target};
+use crate::target::{Check, Endpoint, Host, HttpSpec, MeshSpec, Payload, PeerSpec, StatusRanges, Target};
 pub use config::MeshSettings;
 
 /// The `job` of mesh probes in the scheduler (never exported as a target).
@@ -262,31 +262,31 @@ fn target(address: SocketAddr, payload: Payload, bytes: usize, m: &MeshSettings,
         job: JOB.to_string(),
         cluster: cluster.to_string(),
         instance: address.to_string(),
-        kind: Kind::Http,
         endpoint: Endpoint {
             host: Host::Ip(address.ip()),
             port: address.port(),
         },
         interval: m.interval,
         timeout: m.timeout,
-        tls: None,
-        http: Some(HttpSpec {
-            url,
-            method: http::Method::GET,
-            headers: Vec::new(),
-            auth: None,
-            expect_status: StatusRanges(vec![(200, 200)]),
-            body_regex: None,
-            body_limit: (MAX_PAYLOAD + 1).min(DEFAULT_BODY_LIMIT),
-            max_redirects: 0,
-        }),
-        dns: DnsExpect::default(),
-        blocked: false,
-        peer: Some(Arc::new(PeerSpec {
-            address,
-            payload,
-            bytes,
+        check: Check::Mesh(Box::new(MeshSpec {
+            http: HttpSpec {
+                url,
+                method: http::Method::GET,
+                headers: Vec::new(),
+                auth: None,
+                expect_status: StatusRanges(vec![(200, 200)]),
+                body_regex: None,
+                body_limit: (MAX_PAYLOAD + 1).min(DEFAULT_BODY_LIMIT),
+                max_redirects: 0,
+                tls: None,
+            },
+            peer: PeerSpec {
+                address,
+                payload,
+                bytes,
+            },
         })),
+        blocked: false,
         all_addresses: None,
     }
 }

@@ -7,9 +7,7 @@
 //! its results count: a result for a target the exporter does not know (it left the inventory
 //! meanwhile) is dropped, so no series can outlive its target.
 
-use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, UNIX_EPOCH};
@@ -23,116 +21,10 @@ pub use write::{Exposition, Format};
 
 use crate::probe::{Family, FamilyOutcome, Phase, ProbeResult};
 use crate::reason::Reason;
-use crate::target::{AbsentTarget, Target};
+use crate::target::{AbsentTarget, Identity, Target, TargetKey, TargetLabels};
 
 /// The content type of the Prometheus text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// A target's identity as label values: `target`, `target_job`, `target_instance`,
-/// `target_cluster`, `kind`. One allocation holding the five values back to back: the scheduler,
-/// the status rows and the exporter each key a map by it, at every target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TargetLabels {
-    text: Box<str>,
-    ends: [u32; 5],
-}
-
-impl TargetLabels {
-    fn from_parts(parts: [&str; 5]) -> TargetLabels {
-        let mut text = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-        let mut ends = [0u32; 5];
-        for (end, part) in ends.iter_mut().zip(parts) {
-            text.push_str(part);
-            *end = text.len() as u32;
-        }
-        TargetLabels {
-            text: text.into_boxed_str(),
-            ends,
-        }
-    }
-
-    /// The labels of a target to probe.
-    pub fn of(target: &Target) -> TargetLabels {
-        TargetLabels::from_parts(TargetKey(target).parts())
-    }
-
-    /// The labels of a documented-absent target (its `kind` label empty when the inventory gives none).
-    pub fn of_absent(target: &AbsentTarget) -> TargetLabels {
-        TargetLabels::from_parts([
-            &target.name,
-            &target.job,
-            &target.instance,
-            &target.cluster,
-            target.kind.map(|k| k.as_str()).unwrap_or(""),
-        ])
-    }
-}
-
-/// A target identity, owned ([`TargetLabels`]) or borrowed ([`TargetKey`]): maps keyed by
-/// `TargetLabels` are looked up with a borrowed `&Target`, so recording a probe builds no strings.
-pub trait Identity {
-    /// `target`, `target_job`, `target_instance`, `target_cluster`, `kind`, in that order.
-    fn parts(&self) -> [&str; 5];
-}
-
-impl Identity for TargetLabels {
-    fn parts(&self) -> [&str; 5] {
-        let e = self.ends.map(|e| e as usize);
-        let t = &self.text;
-        [
-            &t[..e[0]],
-            &t[e[0]..e[1]],
-            &t[e[1]..e[2]],
-            &t[e[2]..e[3]],
-            &t[e[3]..e[4]],
-        ]
-    }
-}
-
-/// A borrowed view of a target's identity.
-pub struct TargetKey<'a>(pub &'a Target);
-
-impl Identity for TargetKey<'_> {
-    fn parts(&self) -> [&str; 5] {
-        let t = self.0;
-        [&t.name, &t.job, &t.instance, &t.cluster, t.kind.as_str()]
-    }
-}
-
-impl TargetKey<'_> {
-    /// As a map key: `map.get(TargetKey(t).as_key())` on a `HashMap<TargetLabels, _>`.
-    pub fn as_key(&self) -> &(dyn Identity + '_) {
-        self
-    }
-}
-
-impl Hash for dyn Identity + '_ {
-    /// As `[String; 5]`'s derived hash (length, then each part): the scheduler's phases, a hash
-    /// of the identity, stay where they were before this type had its own hash.
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        self.parts().hash(h);
-    }
-}
-
-impl PartialEq for dyn Identity + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.parts() == other.parts()
-    }
-}
-
-impl Eq for dyn Identity + '_ {}
-
-impl Hash for TargetLabels {
-    fn hash<H: Hasher>(&self, h: &mut H) {
-        (self as &dyn Identity).hash(h)
-    }
-}
-
-impl<'a> Borrow<dyn Identity + 'a> for TargetLabels {
-    fn borrow(&self) -> &(dyn Identity + 'a) {
-        self
-    }
-}
 
 /// Who is probing: the source labels on every series.
 #[derive(Debug, Clone, PartialEq, Eq)]

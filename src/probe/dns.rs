@@ -1,17 +1,18 @@
 //! The `dns` probe: resolve a name and check it answers (optionally with an expected address).
 
 use super::{resolve, Deadline, ProbeContext, ProbeError, Trace};
-use crate::target::{Host, Target};
+use crate::target::{DnsExpect, Host, Target};
 
 /// Probes a target by resolving its name.
 pub async fn probe(
     target: &Target,
+    expect: &DnsExpect,
     ctx: &ProbeContext,
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
     resolve::endpoint_addrs(ctx, &target.endpoint, trace, deadline).await?;
-    let expected = &target.dns.addresses;
+    let expected = &expect.addresses;
     if expected.is_empty() || trace.resolved.iter().any(|ip| expected.contains(ip)) {
         return Ok(());
     }

@@ -29,18 +29,15 @@ pub struct Response {
 /// Probes a target with one request, then judges status and body.
 pub async fn probe(
     target: &Target,
+    spec: &HttpSpec,
     ctx: &ProbeContext,
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<Response, ProbeError> {
-    let spec = target
-        .http
-        .as_ref()
-        .expect("validation gives every http target its spec");
     let user_agent = HeaderValue::from_static(concat!("pathprobe/", env!("CARGO_PKG_VERSION")));
     let mut extra = HeaderMap::new();
     extra.insert(header::USER_AGENT, user_agent);
-    let response = fetch(target, ctx, trace, deadline, &extra).await?;
+    let response = fetch(&target.endpoint, spec, ctx, trace, deadline, &extra).await?;
     judge(spec, &response)?;
     Ok(response)
 }
@@ -63,27 +60,24 @@ pub fn judge(spec: &HttpSpec, response: &Response) -> Result<(), ProbeError> {
     Ok(())
 }
 
-/// Makes the request (following redirects if the spec allows) and reads the body under the cap.
-/// `extra` headers are set after the spec's own, so a probe kind can impose its own.
+/// Makes the request to `origin` (following redirects if the spec allows) and reads the body
+/// under the cap. `extra` headers are set after the spec's own, so a probe kind can impose its own.
 pub async fn fetch(
-    target: &Target,
+    origin: &Endpoint,
+    spec: &HttpSpec,
     ctx: &ProbeContext,
     trace: &mut Trace,
     deadline: Deadline,
     extra: &HeaderMap,
 ) -> Result<Response, ProbeError> {
-    let spec = target
-        .http
-        .as_ref()
-        .expect("validation gives every http target its spec");
     let mut url = spec.url.clone();
-    let mut endpoint = target.endpoint.clone();
-    let mut tls_settings = target.tls.clone();
+    let mut endpoint = origin.clone();
+    let mut tls_settings = spec.tls.clone();
     let mut hops = 0;
     loop {
         // Credentials follow a redirect on the same host, as Prometheus's client sends them on
         // every hop, but never to another host and never from https down to plain http.
-        let same_host = endpoint.host == target.endpoint.host;
+        let same_host = endpoint.host == origin.host;
         let downgrade = spec.url.scheme() == "https" && url.scheme() != "https";
         let auth = if same_host && !downgrade {
             spec.auth.as_ref()
@@ -118,7 +112,7 @@ pub async fn fetch(
             .map_err(|e| ProbeError::Redirect(format!("Location is not a URL: {e}")))?;
         let _ = url.set_username("");
         let _ = url.set_password(None);
-        (endpoint, tls_settings) = next_hop(&url, tls_settings.as_ref(), target)?;
+        (endpoint, tls_settings) = next_hop(&url, tls_settings.as_ref(), spec)?;
     }
 }
 
@@ -126,7 +120,7 @@ pub async fn fetch(
 fn next_hop(
     url: &url::Url,
     current: Option<&TlsSettings>,
-    target: &Target,
+    spec: &HttpSpec,
 ) -> Result<(Endpoint, Option<TlsSettings>), ProbeError> {
     let host = url
         .host_str()
@@ -141,7 +135,7 @@ fn next_hop(
     let tls = match url.scheme() {
         "http" => None,
         "https" => {
-            let base = current.or(target.tls.as_ref());
+            let base = current.or(spec.tls.as_ref());
             let mut s = match base {
                 Some(s) => s.clone(),
                 None => tls::settings(host, None, false, None)

@@ -10,7 +10,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize};
 
 use super::{http as http_probe, Deadline, ProbeContext, ProbeError, Trace};
-use crate::target::{Payload, PeerSpec, Target};
+use crate::target::{MeshSpec, Payload, Target};
 
 /// The largest `?bytes=N` an agent answers.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -46,21 +46,18 @@ impl Identity {
 /// Probes one peer with one payload.
 pub async fn probe(
     target: &Target,
-    peer: &PeerSpec,
+    mesh: &MeshSpec,
     ctx: &ProbeContext,
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
-    let spec = target
-        .http
-        .as_ref()
-        .expect("mesh probes are built with their http spec");
+    let (spec, peer) = (&mesh.http, &mesh.peer);
     let mut extra = HeaderMap::new();
     extra.insert(
         header::USER_AGENT,
         HeaderValue::from_static(concat!("pathprobe/", env!("CARGO_PKG_VERSION"))),
     );
-    let response = http_probe::fetch(target, ctx, trace, deadline, &extra).await?;
+    let response = http_probe::fetch(&target.endpoint, spec, ctx, trace, deadline, &extra).await?;
     let identity = parse(&response.body);
     if response.status == 503 {
         if let Some(id) = identity.as_ref().filter(|id| id.away()) {

@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::time::Instant;
 
 use crate::reason::{classify, Reason};
-use crate::target::{Kind, Target};
+use crate::target::{Check, Kind, Target};
 
 pub use resolve::{DnsLookup, Family, FamilyLookup, FamilyOutcome, Resolver};
 
@@ -388,15 +388,13 @@ async fn run(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: D
         if target.blocked {
             return blocked(target, ctx, trace, deadline).await;
         }
-        if let Some(peer) = &target.peer {
-            return mesh::probe(target, peer, ctx, trace, deadline).await;
-        }
-        match target.kind {
-            Kind::Tcp => tcp::probe(target, ctx, trace, deadline).await,
-            Kind::Tls => tls::probe(target, ctx, trace, deadline).await,
-            Kind::Http => http::probe(target, ctx, trace, deadline).await.map(|_| ()),
-            Kind::Scrape => scrape::probe(target, ctx, trace, deadline).await,
-            Kind::Dns => dns::probe(target, ctx, trace, deadline).await,
+        match &target.check {
+            Check::Tcp => tcp::probe(target, ctx, trace, deadline).await,
+            Check::Tls(settings) => tls::probe(target, settings, ctx, trace, deadline).await,
+            Check::Http(spec) => http::probe(target, spec, ctx, trace, deadline).await.map(|_| ()),
+            Check::Scrape(spec) => scrape::probe(target, spec, ctx, trace, deadline).await,
+            Check::Dns(expect) => dns::probe(target, expect, ctx, trace, deadline).await,
+            Check::Mesh(mesh) => mesh::probe(target, mesh, ctx, trace, deadline).await,
         }
     };
     // Each phase already runs under the deadline; this outer bound is the backstop.
@@ -413,7 +411,7 @@ async fn run(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: D
 fn finish(target: &Target, trace: Trace, start: Instant, outcome: Result<(), ProbeError>) -> ProbeResult {
     let (reason, error) = judge(&outcome);
     ProbeResult {
-        kind: target.kind,
+        kind: target.kind(),
         reason,
         trace,
         total: start.elapsed(),

@@ -5,7 +5,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 use super::{http as http_probe, Deadline, ProbeContext, ProbeError, Trace};
 use crate::exposition::{self, Format};
-use crate::target::Target;
+use crate::target::{HttpSpec, Target};
 
 /// Prometheus 3's Accept header for scrapes (content negotiation between the two formats).
 pub const ACCEPT: &str = "application/openmetrics-text;version=1.0.0;q=0.5,application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
@@ -16,15 +16,12 @@ pub const USER_AGENT: &str = concat!("Prometheus/3.0.0 pathprobe/", env!("CARGO_
 /// Probes a target as Prometheus scrapes it.
 pub async fn probe(
     target: &Target,
+    spec: &HttpSpec,
     ctx: &ProbeContext,
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
-    let spec = target
-        .http
-        .as_ref()
-        .expect("validation gives every scrape target its spec");
-    let response = http_probe::fetch(target, ctx, trace, deadline, &scrape_headers(target)).await?;
+    let response = http_probe::fetch(&target.endpoint, spec, ctx, trace, deadline, &scrape_headers(target)).await?;
     http_probe::judge(spec, &response)?;
     let content_type = response.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
     let format = Format::from_content_type(content_type);

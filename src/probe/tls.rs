@@ -16,21 +16,67 @@ use tokio_rustls::TlsConnector;
 use super::{tcp, Deadline, Phase, ProbeContext, ProbeError, TlsFacts, Trace};
 use crate::target::{ClientIdentity, Target, TlsSettings};
 
-/// Why TLS settings could not be built from the config.
+/// Why TLS settings could not be built from the config. [`TlsConfigError::field`] says which
+/// setting is at fault, so the config names that field without reading the message.
 #[derive(Debug, Error)]
 pub enum TlsConfigError {
-    /// `server_name` is not a DNS name or IP address.
+    /// `server_name` (or the host it defaults to) is not a DNS name or IP address.
     #[error("{0:?} is not a valid DNS name or IP address")]
     BadServerName(String),
     /// The CA file holds no usable certificate.
     #[error("no PEM certificate could be used from it ({0})")]
     BadCa(String),
-    /// The client certificate or key is unusable.
-    #[error("{0}")]
-    BadIdentity(String),
-    /// No trust roots could be built.
-    #[error("building the verifier: {0}")]
-    Verifier(String),
+    /// The client certificate chain is unusable.
+    #[error("cert_file: {0}")]
+    BadCert(String),
+    /// The client key is unusable, or does not belong to the certificate.
+    #[error("key_file: {0}")]
+    BadKey(String),
+    /// No verifier could be built from the trust roots (the CA file's, or the system's).
+    #[error("building the verifier: {why}")]
+    Verifier {
+        /// Whether the roots were a CA file's (else the system's).
+        ca_file: bool,
+        /// What the verifier's builder said.
+        why: String,
+    },
+}
+
+/// A TLS setting, as the config names it: what a [`TlsConfigError`] blames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsField {
+    /// `server_name`: the name sent as SNI and checked (by default the URL's or address's host).
+    ServerName,
+    /// `ca_file`: the roots trusted instead of the system's.
+    CaFile,
+    /// `cert_file`: the client certificate chain for mTLS.
+    CertFile,
+    /// `key_file`: the client certificate's key.
+    KeyFile,
+    /// The trust roots as a whole: the system's, when no `ca_file` is given.
+    Roots,
+}
+
+impl TlsConfigError {
+    /// The setting at fault.
+    pub fn field(&self) -> TlsField {
+        match self {
+            TlsConfigError::BadServerName(_) => TlsField::ServerName,
+            TlsConfigError::BadCa(_) => TlsField::CaFile,
+            TlsConfigError::BadCert(_) => TlsField::CertFile,
+            TlsConfigError::BadKey(_) => TlsField::KeyFile,
+            TlsConfigError::Verifier { ca_file: true, .. } => TlsField::CaFile,
+            TlsConfigError::Verifier { ca_file: false, .. } => TlsField::Roots,
+        }
+    }
+
+    /// What is wrong, without the field's name (the config puts its own path in front).
+    pub fn reason(&self) -> String {
+        match self {
+            TlsConfigError::BadCert(why) | TlsConfigError::BadKey(why) => why.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 /// The crypto provider every TLS config here uses.
@@ -69,14 +115,14 @@ pub fn parse_pem_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Strin
 
 /// Parses a client identity from PEM certificate chain and key.
 pub fn parse_identity(cert_pem: &[u8], key_pem: &[u8]) -> Result<ClientIdentity, TlsConfigError> {
-    let chain = parse_pem_certs(cert_pem).map_err(|e| TlsConfigError::BadIdentity(format!("cert_file: {e}")))?;
+    let chain = parse_pem_certs(cert_pem).map_err(TlsConfigError::BadCert)?;
     let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| TlsConfigError::BadIdentity(format!("key_file: {e}")))?
-        .ok_or_else(|| TlsConfigError::BadIdentity("key_file: no PRIVATE KEY block found".into()))?;
+        .map_err(|e| TlsConfigError::BadKey(e.to_string()))?
+        .ok_or_else(|| TlsConfigError::BadKey("no PRIVATE KEY block found".into()))?;
     // rustls checks the pair only when a handshake uses it; check now, so a mismatch is a config
     // error rather than every probe failing as if the target were at fault.
     rustls::sign::CertifiedKey::from_der(chain.clone(), key.clone_key(), &provider())
-        .map_err(|e| TlsConfigError::BadIdentity(format!("key_file: does not belong to cert_file ({e})")))?;
+        .map_err(|e| TlsConfigError::BadKey(format!("does not belong to cert_file ({e})")))?;
     Ok(ClientIdentity { chain, key })
 }
 
@@ -108,7 +154,10 @@ pub fn settings(
         };
         let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
             .build()
-            .map_err(|e| TlsConfigError::Verifier(e.to_string()))?;
+            .map_err(|e| TlsConfigError::Verifier {
+                ca_file: ca_pem.is_some(),
+                why: e.to_string(),
+            })?;
         if pinned.is_empty() {
             webpki
         } else {
@@ -127,14 +176,11 @@ pub fn settings(
 /// Probes a target with tcp + a TLS handshake.
 pub async fn probe(
     target: &Target,
+    settings: &TlsSettings,
     ctx: &ProbeContext,
     trace: &mut Trace,
     deadline: Deadline,
 ) -> Result<(), ProbeError> {
-    let settings = target
-        .tls
-        .as_ref()
-        .expect("validation gives every tls target its settings");
     let tcp = tcp::connect(ctx, &target.endpoint, trace, deadline).await?;
     let mut stream = handshake(tcp, settings, trace, deadline).await?;
     if settings.client_identity.is_some()
