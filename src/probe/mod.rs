@@ -1,10 +1,11 @@
 //! The probe engine: one module per kind behind one signature, `probe(target, ctx) -> ProbeResult`.
 //!
 //! Each kind fills a [`Trace`] phase by phase and returns `Result<(), ProbeError>`; this module
-//! turns the two into a [`ProbeResult`], classifying the error through `reason::classify`.
+//! turns the two into a [`ProbeResult`], classifying the error through [`classify()`].
 //! Every phase runs under the probe's one [`Deadline`], so a probe never outlives its timeout.
 
 pub mod all_addresses;
+pub mod classify;
 pub mod dns;
 pub mod http;
 pub mod mesh;
@@ -13,7 +14,6 @@ pub mod scrape;
 pub mod tcp;
 pub mod tls;
 
-use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,52 +22,12 @@ use std::time::{Duration, SystemTime};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::reason::{classify, Reason};
+use crate::reason::Reason;
 use crate::target::{Kind, Target};
 
+pub use crate::reason::Phase;
+pub use classify::{classify, Classified};
 pub use resolve::{DnsLookup, Family, FamilyLookup, FamilyOutcome, Resolver};
-
-/// A phase of a probe, as the `phase` label names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    Resolve,
-    Connect,
-    Tls,
-    /// From sending the request to the response headers (first byte).
-    Request,
-    /// Reading the body.
-    Transfer,
-    Total,
-}
-
-impl Phase {
-    /// Every phase, in order, `total` last.
-    pub const ALL: [Phase; 6] = [
-        Phase::Resolve,
-        Phase::Connect,
-        Phase::Tls,
-        Phase::Request,
-        Phase::Transfer,
-        Phase::Total,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Resolve => "resolve",
-            Phase::Connect => "connect",
-            Phase::Tls => "tls",
-            Phase::Request => "request",
-            Phase::Transfer => "transfer",
-            Phase::Total => "total",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What a finished TLS handshake (or one that got as far as the certificate) told us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -76,7 +36,9 @@ pub struct TlsFacts {
     pub version: String,
     /// e.g. `TLS13_AES_256_GCM_SHA384`; empty when not agreed.
     pub cipher: String,
+    /// The peer's leaf certificate's expiry, recorded whatever the verdict on it.
     pub peer_cert_not_after: Option<SystemTime>,
+    /// The leaf certificate's subject (`CN=…`), to say whose certificate it is.
     pub peer_cert_subject: Option<String>,
     /// The names the certificate holds (subjectAltName DNS names and IP addresses), to say
     /// which names it is for when it is not for the one asked for.
@@ -94,7 +56,9 @@ pub struct Trace {
     pub resolved: Vec<IpAddr>,
     /// How the target's name lookup went, family by family (`None` for a literal address).
     pub dns: Option<DnsLookup>,
+    /// The response status, once one came (the last hop's after redirects).
     pub http_status: Option<u16>,
+    /// What the TLS handshake told, if one got as far as the certificate.
     pub tls: Option<TlsFacts>,
     /// Samples in a scrape body.
     pub samples: Option<u64>,
@@ -113,6 +77,7 @@ impl Trace {
         }
     }
 
+    /// The time spent in a phase; `None` when it did not run.
     pub fn phase(&self, phase: Phase) -> Option<Duration> {
         self.phases.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
     }
@@ -139,11 +104,14 @@ impl Trace {
 /// The instant a probe must be done by, and the budget it was given (for messages).
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
+    /// When every phase must be over.
     pub at: Instant,
+    /// The target's timeout, as messages quote it.
     pub budget: Duration,
 }
 
 impl Deadline {
+    /// A deadline `budget` from now.
     pub fn after(budget: Duration) -> Deadline {
         Deadline {
             at: Instant::now() + budget,
@@ -192,31 +160,44 @@ pub enum HttpError {
 pub enum ProbeError {
     /// A phase ran out of the probe's time budget.
     #[error("{phase} did not finish within the {after:?} timeout")]
-    Timeout { phase: Phase, after: Duration },
+    Timeout {
+        /// The phase that was running.
+        phase: Phase,
+        /// The probe's whole budget.
+        after: Duration,
+    },
     /// Resolving the host failed.
     #[error("resolving {host}: {source}")]
     Resolve {
+        /// The name asked for.
         host: String,
+        /// How the lookup failed.
         #[source]
         source: ResolveError,
     },
     /// A `dns` probe got answers, but not the expected address.
     #[error("{host} resolved to {got}, expected one of {expected}")]
     DnsUnexpected {
+        /// The name asked for.
         host: String,
+        /// The addresses it resolved to.
         got: String,
+        /// The addresses `expect` allows.
         expected: String,
     },
     /// The TCP connect failed.
     #[error("connecting to {addr}: {source}")]
     Connect {
+        /// The address tried first (its error is the one reported).
         addr: SocketAddr,
+        /// The OS's error.
         #[source]
         source: std::io::Error,
     },
     /// The TLS handshake failed (the rustls error, if any, is inside).
     #[error("TLS handshake: {source}")]
     Tls {
+        /// The handshake's error, carrying rustls's verdict when there is one.
         #[source]
         source: std::io::Error,
     },
@@ -224,19 +205,27 @@ pub enum ProbeError {
     /// (plain HTTP, most often, when `https://` was asked for).
     #[error("not TLS: the server's answer is not a TLS record ({source}); it speaks another protocol on that port, plain HTTP most often")]
     NotTls {
+        /// rustls's refusal of the first record.
         #[source]
         source: std::io::Error,
     },
     /// The HTTP exchange failed.
     #[error("HTTP {phase}: {source}")]
     Http {
+        /// `request` (up to the headers) or `transfer` (the body).
         phase: Phase,
+        /// What failed.
         #[source]
         source: HttpError,
     },
     /// The response status is not allowed by `expect.status`.
     #[error("status {status} is not in the expected {expected}")]
-    Status { status: u16, expected: String },
+    Status {
+        /// The status received.
+        status: u16,
+        /// The statuses `expect.status` allows, as written.
+        expected: String,
+    },
     /// A redirect could not be followed.
     #[error("redirect: {0}")]
     Redirect(String),
@@ -246,10 +235,16 @@ pub enum ProbeError {
     Request(String),
     /// `expect.body_regex` did not match.
     #[error("body does not match /{regex}/")]
-    BodyMismatch { regex: String },
+    BodyMismatch {
+        /// `expect.body_regex`.
+        regex: String,
+    },
     /// The body is over the cap.
     #[error("body is over the {limit}-byte cap")]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// `body_limit`, in bytes.
+        limit: usize,
+    },
     /// The scrape body is not valid exposition.
     #[error("invalid exposition: {0}")]
     ScrapeInvalid(String),
@@ -258,12 +253,16 @@ pub enum ProbeError {
     NotAnAgent(String),
     /// A must-be-blocked target accepted the connection.
     #[error("connected to {addr}, which must be blocked")]
-    UnexpectedlyReachable { addr: SocketAddr },
+    UnexpectedlyReachable {
+        /// The address that accepted.
+        addr: SocketAddr,
+    },
 }
 
 /// What every probe needs besides its target: the resolver.
 #[derive(Clone)]
 pub struct ProbeContext {
+    /// Shared by every probe of the agent (it holds the resolver settings, not a cache).
     pub resolver: Arc<Resolver>,
     /// All-address mode: this host name "resolves" to just this address, so each address of a
     /// name is probed through the same code as the default mode.
@@ -283,12 +282,19 @@ impl ProbeContext {
 /// The outcome of one probe.
 #[derive(Debug, Clone)]
 pub struct ProbeResult {
+    /// The target's kind.
     pub kind: Kind,
+    /// The first phase that broke, `None` on success.
     pub reason: Reason,
+    /// Every phase's time and what the probe learned on the way.
     pub trace: Trace,
+    /// The whole probe's time.
     pub total: Duration,
     /// The error chain as text, for people; never carries secrets.
     pub error: Option<String>,
+    /// The phase of an error the reason table could not place precisely (`reason` is then its
+    /// family's fallback); the agent logs and counts these so a new kind of failure shows.
+    pub unplaced: Option<Phase>,
     /// When the probe finished.
     pub finished_at: SystemTime,
     /// All-address mode: each address's own outcome, in the resolver's order (empty otherwise).
@@ -296,6 +302,7 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
+    /// Whether the probe succeeded (its reason is `none`).
     pub fn success(&self) -> bool {
         self.reason == Reason::None
     }
@@ -304,14 +311,18 @@ impl ProbeResult {
 /// One address's outcome in all-address mode.
 #[derive(Debug, Clone)]
 pub struct AddressResult {
+    /// The address probed.
     pub address: SocketAddr,
+    /// Its reason, `None` on success.
     pub reason: Reason,
     /// From the probe's start (the shared lookup included) to this address's end.
     pub total: Duration,
+    /// Its error chain as text, as [`ProbeResult::error`].
     pub error: Option<String>,
 }
 
 impl AddressResult {
+    /// Whether this address's probe succeeded.
     pub fn success(&self) -> bool {
         self.reason == Reason::None
     }
@@ -358,22 +369,27 @@ async fn run(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: D
 
 /// The result of a run: its reason (through `classify`) and error text.
 fn finish(target: &Target, trace: Trace, start: Instant, outcome: Result<(), ProbeError>) -> ProbeResult {
-    let (reason, error) = judge(&outcome);
+    let (reason, unplaced, error) = judge(&outcome);
     ProbeResult {
         kind: target.kind,
         reason,
         trace,
         total: start.elapsed(),
         error,
+        unplaced,
         finished_at: SystemTime::now(),
         addresses: Vec::new(),
     }
 }
 
-fn judge(outcome: &Result<(), ProbeError>) -> (Reason, Option<String>) {
+/// An outcome's reason, the phase of an unplaced error, and the error chain.
+fn judge(outcome: &Result<(), ProbeError>) -> (Reason, Option<Phase>, Option<String>) {
     match outcome {
-        Ok(()) => (Reason::None, None),
-        Err(e) => (classify(e), Some(error_chain(e))),
+        Ok(()) => (Reason::None, None, None),
+        Err(e) => {
+            let c = classify(e);
+            (c.reason, (!c.placed).then_some(c.phase), Some(error_chain(e)))
+        }
     }
 }
 
@@ -389,7 +405,7 @@ async fn blocked(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadlin
                 addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], target.endpoint.port))),
             })
         }
-        Err(e) => match classify(&e) {
+        Err(e) => match classify(&e).reason {
             Reason::ConnectRefused | Reason::ConnectTimeout | Reason::Unreachable => Ok(()),
             _ => Err(e),
         },
