@@ -403,7 +403,7 @@ const FAMILIES: [Family; 25] = [
     },
     Family {
         name: "pathprobe_unclassified_errors_total",
-        help: "Probe errors the reason table could not place precisely (reported under their family's fallback reason), by the phase they happened in; each is logged with its error chain.",
+        help: "Probe errors the reason table could not place precisely (reported under their family's fallback reason), by the phase they happened in; the agent logs the error chain when a target's state changes.",
         kind: Type::Counter,
         source: Source::Process(|w, e| {
             for phase in Phase::ALL {
