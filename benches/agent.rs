@@ -50,6 +50,7 @@ fn result(i: usize) -> ProbeResult {
         trace,
         total: Duration::from_millis(6),
         error: None,
+        unplaced: None,
         finished_at: SystemTime::now(),
         addresses: Vec::new(),
     }

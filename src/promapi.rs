@@ -14,8 +14,8 @@ use thiserror::Error;
 
 use crate::adhoc::{self, AdhocOptions};
 use crate::config::range::redact_userinfo;
-use crate::probe::{self, Deadline, ProbeContext, Trace};
-use crate::reason::{classify, Reason};
+use crate::probe::{self, classify, Deadline, ProbeContext, Trace};
+use crate::reason::Reason;
 use crate::target::{Check, Endpoint, HttpSpec};
 
 /// Bytes of an API answer read at most: the targets list of a big Prometheus is tens of MB.
@@ -231,7 +231,7 @@ impl Prometheus {
             Ok(Err(e)) => {
                 return Err(ApiError::Unreachable {
                     url: self.shown.clone(),
-                    reason: classify(&e),
+                    reason: classify(&e).reason,
                     error: probe::error_chain(&e),
                 })
             }

@@ -1,118 +1,106 @@
-//! The contract's closed table of failure reasons, and the one place that maps a probe error to one.
+//! The contract's closed tables: why a probe failed ([`Reason`], the `reason` label) and which
+//! part of it took the time ([`Phase`], the `phase` label).
 //!
-//! Classification walks the error from the outside in: the phase the probe was in says which
-//! family a failure belongs to (a timeout while connecting is `connect_timeout`, while reading the
-//! response `http_timeout`), and the cause (an OS error code, a rustls error, a hyper error) picks
-//! the member. What cannot be placed falls to the family's generic member and is logged.
+//! Plain data, depending on nothing else in the crate: the probe engine maps its errors onto
+//! these (`probe::classify`), the exporter, the report and `diagnose` read them. Each table is
+//! written once, in [`label_enum!`], which also derives its `ALL` list and its label strings:
+//! whatever loops over every reason or phase (series, the status page, parsing a label back)
+//! cannot miss a variant added later.
 
-use std::io;
+use std::fmt;
 
-use crate::probe::{Phase, ProbeError};
+/// Defines a closed label enum from one table of `Variant => "label"` rows: the enum, `ALL` (every
+/// variant, in the table's order), `as_str` (the label), `from_label` and `Display`.
+macro_rules! label_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
 
-/// Why a probe failed: the first phase that broke. `None` on success.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Reason {
-    /// Success: nothing failed.
-    None,
-    /// The name does not exist.
-    DnsNxdomain,
-    /// No answer from the resolver in time.
-    DnsTimeout,
-    /// Any other resolution failure (SERVFAIL, no records, …).
-    DnsError,
-    /// TCP RST to the SYN: nothing listening, or a REJECT rule.
-    ConnectRefused,
-    /// No answer to the SYN within the timeout: a black hole, a DROP rule, a NetworkPolicy.
-    ConnectTimeout,
-    /// The kernel or an ICMP message says the host or network cannot be reached.
-    Unreachable,
-    /// The handshake failed for a protocol reason: not TLS on that port, nothing in common, an alert.
-    TlsHandshake,
-    /// The certificate chain does not verify against the configured roots (self-signed, unknown CA).
-    TlsUntrusted,
-    /// The certificate is expired or not yet valid.
-    TlsExpired,
-    /// The certificate does not cover the name asked for.
-    TlsHostname,
-    /// The handshake did not finish in time.
-    TlsTimeout,
-    /// The peer reset or closed the connection after it was established.
-    ConnectionReset,
-    /// Connected, but the response did not finish in time (hangs, slow bodies).
-    HttpTimeout,
-    /// The bytes back are not a valid HTTP response.
-    HttpProtocol,
-    /// 401, 403 or 407 when not expected.
-    HttpAuth,
-    /// A 5xx when not expected (the API-server proxy's `503 ServiceUnavailable`).
-    HttpServerError,
-    /// Any other status `expect.status` does not allow.
-    HttpStatus,
-    /// `expect.body_regex` did not match.
-    BodyMismatch,
-    /// The body is over the configured cap.
-    BodyTooLarge,
-    /// A `scrape` body is not valid exposition.
-    ScrapeInvalid,
-    /// A must-be-blocked target (`expect: { blocked: true }`) accepted the connection.
-    UnexpectedlyReachable,
+        impl $name {
+            /// Every value, in the table's order (derived from the table, so none is missing).
+            pub const ALL: [$name; [$($label),+].len()] = [$($name::$variant),+];
+
+            /// The label value, as the contract spells it.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)+
+                }
+            }
+
+            /// The value a label names (`None` for a label the contract does not have).
+            pub fn from_label(label: &str) -> Option<$name> {
+                $name::ALL.into_iter().find(|v| v.as_str() == label)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+label_enum! {
+    /// Why a probe failed: the first phase that broke. `None` on success.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+    pub enum Reason {
+        /// The probe succeeded.
+        None => "none",
+        /// The name does not exist.
+        DnsNxdomain => "dns_nxdomain",
+        /// No answer from the resolver in time.
+        DnsTimeout => "dns_timeout",
+        /// Any other resolution failure (SERVFAIL, REFUSED, no records).
+        DnsError => "dns_error",
+        /// A TCP reset answered the SYN: nothing listening, or a REJECT rule.
+        ConnectRefused => "connect_refused",
+        /// No answer to the SYN in time: a black hole, a DROP rule, a NetworkPolicy.
+        ConnectTimeout => "connect_timeout",
+        /// The kernel or an ICMP message says the host or network cannot be reached.
+        Unreachable => "unreachable",
+        /// The TLS handshake failed for a protocol reason (not TLS, no common version or
+        /// cipher, an alert from the peer).
+        TlsHandshake => "tls_handshake",
+        /// The certificate chain does not verify against the configured roots.
+        TlsUntrusted => "tls_untrusted",
+        /// The certificate is expired or not yet valid.
+        TlsExpired => "tls_expired",
+        /// The certificate does not cover the name asked for.
+        TlsHostname => "tls_hostname",
+        /// The handshake did not finish in time.
+        TlsTimeout => "tls_timeout",
+        /// The peer reset or closed the connection after it was established.
+        ConnectionReset => "connection_reset",
+        /// Connected, but the response did not finish in time.
+        HttpTimeout => "http_timeout",
+        /// The bytes back are not a valid HTTP response (or a redirect cannot be followed).
+        HttpProtocol => "http_protocol",
+        /// Status 401, 403 or 407 when not expected.
+        HttpAuth => "http_auth",
+        /// Status 5xx when not expected.
+        HttpServerError => "http_server_error",
+        /// Any other status that `expect.status` does not allow.
+        HttpStatus => "http_status",
+        /// `expect.body_regex` did not match (or a mesh peer's answer is not an agent's).
+        BodyMismatch => "body_mismatch",
+        /// The body is over the configured cap.
+        BodyTooLarge => "body_too_large",
+        /// A `scrape` body is not valid exposition format.
+        ScrapeInvalid => "scrape_invalid",
+        /// A must-be-blocked target (`expect: { blocked: true }`) accepted the connection.
+        UnexpectedlyReachable => "unexpectedly_reachable",
+    }
 }
 
 impl Reason {
-    /// Every reason, in the contract's order.
-    pub const ALL: [Reason; 22] = [
-        Reason::None,
-        Reason::DnsNxdomain,
-        Reason::DnsTimeout,
-        Reason::DnsError,
-        Reason::ConnectRefused,
-        Reason::ConnectTimeout,
-        Reason::Unreachable,
-        Reason::TlsHandshake,
-        Reason::TlsUntrusted,
-        Reason::TlsExpired,
-        Reason::TlsHostname,
-        Reason::TlsTimeout,
-        Reason::ConnectionReset,
-        Reason::HttpTimeout,
-        Reason::HttpProtocol,
-        Reason::HttpAuth,
-        Reason::HttpServerError,
-        Reason::HttpStatus,
-        Reason::BodyMismatch,
-        Reason::BodyTooLarge,
-        Reason::ScrapeInvalid,
-        Reason::UnexpectedlyReachable,
-    ];
-
-    /// The `reason` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::None => "none",
-            Reason::DnsNxdomain => "dns_nxdomain",
-            Reason::DnsTimeout => "dns_timeout",
-            Reason::DnsError => "dns_error",
-            Reason::ConnectRefused => "connect_refused",
-            Reason::ConnectTimeout => "connect_timeout",
-            Reason::Unreachable => "unreachable",
-            Reason::TlsHandshake => "tls_handshake",
-            Reason::TlsUntrusted => "tls_untrusted",
-            Reason::TlsExpired => "tls_expired",
-            Reason::TlsHostname => "tls_hostname",
-            Reason::TlsTimeout => "tls_timeout",
-            Reason::ConnectionReset => "connection_reset",
-            Reason::HttpTimeout => "http_timeout",
-            Reason::HttpProtocol => "http_protocol",
-            Reason::HttpAuth => "http_auth",
-            Reason::HttpServerError => "http_server_error",
-            Reason::HttpStatus => "http_status",
-            Reason::BodyMismatch => "body_mismatch",
-            Reason::BodyTooLarge => "body_too_large",
-            Reason::ScrapeInvalid => "scrape_invalid",
-            Reason::UnexpectedlyReachable => "unexpectedly_reachable",
-        }
-    }
-
     /// What was observed and what usually causes it, in the runbook's words.
     pub fn meaning(self) -> &'static str {
         match self {
@@ -142,175 +130,76 @@ impl Reason {
     }
 }
 
-impl std::fmt::Display for Reason {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+label_enum! {
+    /// A phase of a probe, as the `phase` label names it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum Phase {
+        /// Looking the name up (zero for a literal address).
+        Resolve => "resolve",
+        /// The TCP connect.
+        Connect => "connect",
+        /// The TLS handshake.
+        Tls => "tls",
+        /// From sending the request to the response headers (first byte).
+        Request => "request",
+        /// Reading the body.
+        Transfer => "transfer",
+        /// The whole probe; last, as the series list it.
+        Total => "total",
     }
-}
-
-/// Maps a probe error to its reason. The only place that does.
-pub fn classify(err: &ProbeError) -> Reason {
-    match err {
-        ProbeError::Timeout { phase, .. } => match phase {
-            Phase::Resolve => Reason::DnsTimeout,
-            Phase::Connect => Reason::ConnectTimeout,
-            Phase::Tls => Reason::TlsTimeout,
-            Phase::Request | Phase::Transfer | Phase::Total => Reason::HttpTimeout,
-        },
-        ProbeError::Resolve { source, .. } => match source {
-            crate::probe::ResolveError::NxDomain => Reason::DnsNxdomain,
-            crate::probe::ResolveError::Timeout => Reason::DnsTimeout,
-            _ => Reason::DnsError,
-        },
-        ProbeError::DnsUnexpected { .. } => Reason::DnsError,
-        ProbeError::Connect { source, .. } => connect_reason(source),
-        ProbeError::Tls { source } => tls_reason(source),
-        ProbeError::NotTls { .. } => Reason::TlsHandshake,
-        ProbeError::Http { source, .. } => http_reason(source),
-        ProbeError::Status { status, .. } => match status {
-            401 | 403 | 407 => Reason::HttpAuth,
-            500..=599 => Reason::HttpServerError,
-            _ => Reason::HttpStatus,
-        },
-        ProbeError::Redirect { .. } => Reason::HttpProtocol,
-        // Unreachable from a validated target (see the variant); no reason names a request that
-        // was never sent, so it falls to the HTTP family's generic member, and is logged.
-        ProbeError::Request(e) => {
-            tracing::warn!(error = %e, "a request could not be built from a validated target");
-            Reason::HttpProtocol
-        }
-        ProbeError::BodyMismatch { .. } | ProbeError::NotAnAgent(_) => Reason::BodyMismatch,
-        ProbeError::BodyTooLarge { .. } => Reason::BodyTooLarge,
-        ProbeError::ScrapeInvalid { .. } => Reason::ScrapeInvalid,
-        ProbeError::UnexpectedlyReachable { .. } => Reason::UnexpectedlyReachable,
-    }
-}
-
-fn connect_reason(err: &io::Error) -> Reason {
-    use io::ErrorKind as K;
-    match err.raw_os_error() {
-        Some(libc_code::ECONNREFUSED) => return Reason::ConnectRefused,
-        Some(libc_code::ETIMEDOUT) => return Reason::ConnectTimeout,
-        Some(
-            libc_code::EHOSTUNREACH
-            | libc_code::ENETUNREACH
-            | libc_code::ENETDOWN
-            | libc_code::EHOSTDOWN
-            | libc_code::EACCES
-            | libc_code::EPERM
-            | libc_code::EADDRNOTAVAIL,
-        ) => return Reason::Unreachable,
-        _ => {}
-    }
-    match err.kind() {
-        K::ConnectionRefused => Reason::ConnectRefused,
-        K::TimedOut => Reason::ConnectTimeout,
-        K::ConnectionReset | K::ConnectionAborted => Reason::ConnectionReset,
-        other => {
-            tracing::debug!(kind = ?other, error = %err, "unplaced connect error counted as unreachable");
-            Reason::Unreachable
-        }
-    }
-}
-
-/// Linux errno values; kept here rather than pulling in `libc` for six numbers.
-mod libc_code {
-    pub const EPERM: i32 = 1;
-    pub const EACCES: i32 = 13;
-    pub const ENETDOWN: i32 = 100;
-    pub const ENETUNREACH: i32 = 101;
-    pub const ETIMEDOUT: i32 = 110;
-    pub const ECONNREFUSED: i32 = 111;
-    pub const EHOSTDOWN: i32 = 112;
-    pub const EHOSTUNREACH: i32 = 113;
-    pub const EADDRNOTAVAIL: i32 = 99;
-}
-
-fn tls_reason(err: &io::Error) -> Reason {
-    use rustls::CertificateError as C;
-    let Some(tls) = err.get_ref().and_then(|e| e.downcast_ref::<rustls::Error>()) else {
-        // No TLS verdict: the peer reset or closed the established TCP connection mid-handshake.
-        return match err.kind() {
-            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::UnexpectedEof => {
-                Reason::ConnectionReset
-            }
-            _ => Reason::TlsHandshake,
-        };
-    };
-    match tls {
-        rustls::Error::InvalidCertificate(cert) => match cert {
-            C::Expired | C::ExpiredContext { .. } | C::NotValidYet | C::NotValidYetContext { .. } => Reason::TlsExpired,
-            C::NotValidForName | C::NotValidForNameContext { .. } => Reason::TlsHostname,
-            _ => Reason::TlsUntrusted,
-        },
-        _ => Reason::TlsHandshake,
-    }
-}
-
-fn http_reason(err: &crate::probe::HttpError) -> Reason {
-    use crate::probe::HttpError;
-    match err {
-        HttpError::Hyper(e) => {
-            if let Some(io) = find_io(e) {
-                return io_after_connect(io);
-            }
-            if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
-                Reason::HttpProtocol
-            } else if e.is_timeout() {
-                Reason::HttpTimeout
-            } else {
-                // Incomplete message, connection closed before the response, cancelled.
-                Reason::ConnectionReset
-            }
-        }
-        HttpError::Io(io) => io_after_connect(io),
-        HttpError::Decode(_) => Reason::HttpProtocol,
-    }
-}
-
-fn io_after_connect(err: &io::Error) -> Reason {
-    if err.get_ref().is_some_and(|e| e.is::<rustls::Error>()) {
-        return tls_reason(err);
-    }
-    match err.kind() {
-        io::ErrorKind::TimedOut => Reason::HttpTimeout,
-        io::ErrorKind::InvalidData => Reason::HttpProtocol,
-        _ => Reason::ConnectionReset,
-    }
-}
-
-fn find_io<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a io::Error> {
-    let mut cur: Option<&'a (dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        if let Some(io) = e.downcast_ref::<io::Error>() {
-            return Some(io);
-        }
-        cur = e.source();
-    }
-    None
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The labels are what dashboards and rules match on: distinct, snake_case, and each names
+    /// its value back.
     #[test]
-    fn every_reason_label_is_distinct_and_snake_case() {
-        let mut seen = std::collections::HashSet::new();
-        for r in Reason::ALL {
-            assert!(seen.insert(r.as_str()), "duplicate {r}");
-            assert!(r.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+    fn every_label_is_distinct_snake_case_and_names_its_value_back() {
+        fn check<T: Copy + PartialEq + std::fmt::Debug>(
+            all: &[T],
+            label: fn(T) -> &'static str,
+            back: fn(&str) -> Option<T>,
+        ) {
+            let mut seen = std::collections::HashSet::new();
+            for &v in all {
+                let l = label(v);
+                assert!(seen.insert(l), "duplicate {l}");
+                assert!(
+                    !l.is_empty() && l.chars().all(|c| c.is_ascii_lowercase() || c == '_'),
+                    "{l}"
+                );
+                assert_eq!(back(l), Some(v));
+            }
         }
-        assert_eq!(seen.len(), 22);
+        check(&Reason::ALL, Reason::as_str, Reason::from_label);
+        check(&Phase::ALL, Phase::as_str, Phase::from_label);
+        assert_eq!(Reason::from_label("refused"), None);
+    }
+
+    /// The contract lists every failure reason in a table (`docs/contract.md`, "Failure
+    /// reasons"): the enum and the document say the same, in the same order.
+    #[test]
+    fn the_reasons_are_the_contracts_table_in_its_order() {
+        let doc = include_str!("../docs/contract.md");
+        let table = doc
+            .split("## Failure reasons")
+            .nth(1)
+            .and_then(|s| s.split("\n## ").next())
+            .expect("the contract has a failure reasons section");
+        let documented: Vec<&str> = table
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `")?.split('`').next())
+            .collect();
+        let ours: Vec<&str> = Reason::ALL.iter().skip(1).map(|r| r.as_str()).collect();
+        assert_eq!(documented, ours);
+        assert_eq!(Reason::ALL[0], Reason::None);
     }
 
     #[test]
-    fn refused_and_unreachable_os_errors_are_told_apart() {
-        let refused = io::Error::from_raw_os_error(111);
-        let unreach = io::Error::from_raw_os_error(113);
-        let netunreach = io::Error::from_raw_os_error(101);
-        assert_eq!(connect_reason(&refused), Reason::ConnectRefused);
-        assert_eq!(connect_reason(&unreach), Reason::Unreachable);
-        assert_eq!(connect_reason(&netunreach), Reason::Unreachable);
+    fn phases_run_in_order_with_total_last() {
+        let labels: Vec<&str> = Phase::ALL.iter().map(|p| p.as_str()).collect();
+        assert_eq!(labels, ["resolve", "connect", "tls", "request", "transfer", "total"]);
     }
 }

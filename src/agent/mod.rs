@@ -169,6 +169,9 @@ impl Hooks for AgentHooks {
 
     fn finished(&self, target: &Target, outcome: Option<ProbeResult>) {
         if let (Some(peer), Some(result)) = (target.peer(), &outcome) {
+            if let Some(phase) = result.unplaced {
+                self.0.exporter().unplaced(phase);
+            }
             self.0.mesh.record(peer, result, &self.0.identity());
             return;
         }

@@ -186,6 +186,14 @@ fn log_change(target: &Target, before: Option<Reason>, result: &ProbeResult) {
             was = before.map(|r| r.as_str()).unwrap_or(""),
             "target recovered"
         ),
+        // A cause the reason table does not know: the reason is a fallback, so the chain is what
+        // tells what happened (and where the table needs a new row).
+        (_, false) if result.unplaced.is_some() => tracing::warn!(
+            target = %name, instance = %instance, kind, reason,
+            phase = result.unplaced.map(|p| p.as_str()).unwrap_or_default(),
+            error = result.error.as_deref().unwrap_or(""),
+            "target failing with an error the reason table cannot place; its reason is the fallback of its family (counted in pathprobe_unclassified_errors_total)"
+        ),
         (_, false) => tracing::warn!(
             target = %name, instance = %instance, kind, reason,
             error = result.error.as_deref().unwrap_or(""),

@@ -83,7 +83,7 @@ struct Latest {
     success: bool,
     reason: Reason,
     /// Seconds per phase, in [`Phase::ALL`]'s order.
-    phases: [f64; 6],
+    phases: [f64; Phase::ALL.len()],
     http_status: u16,
     finished: f64,
 }
@@ -206,6 +206,8 @@ pub struct Exporter {
     last_reload_ok: AtomicBool,
     /// `pathprobe_dns_lookups_total`, by [`Family`] then [`FamilyOutcome`] (their `ALL` order).
     dns_lookups: [[AtomicU64; FamilyOutcome::ALL.len()]; Family::ALL.len()],
+    /// `pathprobe_unclassified_errors_total`, by [`Phase`] (`Phase::ALL`'s order).
+    unplaced: [AtomicU64; Phase::ALL.len()],
     discovery: Discovery,
     /// The node mesh's series: the mesh keeps them, this exporter writes them.
     peers: Arc<PeerSeries>,
@@ -261,6 +263,7 @@ impl Exporter {
             reloads: [AtomicU64::new(0), AtomicU64::new(0)],
             last_reload_ok: AtomicBool::new(false),
             dns_lookups: Default::default(),
+            unplaced: Default::default(),
             discovery: Discovery::default(),
             peers: Arc::default(),
         }
@@ -303,7 +306,7 @@ impl Exporter {
     /// Records one probe's outcome; dropped if the target is not (or no longer) declared.
     pub fn observe(&self, target: &Target, result: &ProbeResult) {
         let total = result.total.as_secs_f64();
-        let mut phases = [0.0; 6];
+        let mut phases = [0.0; Phase::ALL.len()];
         for (slot, phase) in phases.iter_mut().zip(Phase::ALL) {
             *slot = match phase {
                 Phase::Total => total,
@@ -331,6 +334,9 @@ impl Exporter {
                 let oi = FamilyOutcome::ALL.iter().position(|&x| x == f.outcome).unwrap_or(0);
                 self.dns_lookups[fi][oi].fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if let Some(phase) = result.unplaced {
+            self.unplaced(phase);
         }
         // All-address mode: one entry per address (the last result wins for a repeated one),
         // rendered before the table is locked.
@@ -375,6 +381,18 @@ impl Exporter {
             http_status: result.trace.http_status.unwrap_or(0),
             finished,
         });
+    }
+
+    /// Counts a probe error the reason table could not place precisely, by the phase it
+    /// happened in (`pathprobe_unclassified_errors_total`). [`Exporter::observe`] does this for
+    /// targets; the agent calls it for the mesh's probes, whose series the mesh writes.
+    pub fn unplaced(&self, phase: Phase) {
+        self.unplaced[phase as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Unplaced errors counted so far in a phase.
+    pub fn unplaced_count(&self, phase: Phase) -> u64 {
+        self.unplaced[phase as usize].load(Ordering::Relaxed)
     }
 
     /// Counts a probe not started because the previous one still ran.
@@ -518,6 +536,7 @@ mod tests {
             trace: Default::default(),
             total: std::time::Duration::from_millis(3),
             error: None,
+            unplaced: None,
             finished_at: std::time::SystemTime::now(),
             addresses: Vec::new(),
         }
@@ -730,6 +749,33 @@ mod tests {
         assert!(text.contains(
             "pathprobe_dns_lookups_total{family=\"ipv4\",network=\"host\",outcome=\"answered\",source_cluster=\"prod\",source_node=\"n1\"} 2\n"
         ));
+        parse(&text, ParseFormat::PrometheusText).unwrap();
+        parse(&e.render(Format::OpenMetrics), ParseFormat::OpenMetrics).unwrap();
+    }
+
+    #[test]
+    fn errors_the_reason_table_could_not_place_are_counted_by_phase_without_target_labels() {
+        let (e, t) = exporter_with_results();
+        let mut unplaced = result(Reason::Unreachable);
+        unplaced.unplaced = Some(Phase::Connect);
+        e.observe(&t[0], &unplaced);
+        e.observe(&t[1], &unplaced);
+        e.observe(&t[0], &result(Reason::ConnectRefused));
+        e.unplaced(Phase::Tls);
+        let text = e.render(Format::Text);
+        let counted = series(&text, "pathprobe_unclassified_errors_total{");
+        assert_eq!(
+            counted.len(),
+            Phase::ALL.len(),
+            "every phase from the start: {counted:?}"
+        );
+        for (phase, n) in [("connect", 2), ("tls", 1), ("resolve", 0), ("total", 0)] {
+            let line = format!(
+                "pathprobe_unclassified_errors_total{{network=\"host\",phase=\"{phase}\",source_cluster=\"prod\",source_node=\"n1\"}} {n}"
+            );
+            assert!(counted.contains(&line), "missing {line}: {counted:?}");
+        }
+        assert!(text.contains("# TYPE pathprobe_unclassified_errors_total counter\n"));
         parse(&text, ParseFormat::PrometheusText).unwrap();
         parse(&e.render(Format::OpenMetrics), ParseFormat::OpenMetrics).unwrap();
     }

@@ -91,7 +91,7 @@ struct Family {
 }
 
 /// Every family, sorted by name as the `prometheus` crate's registry gathers them.
-const FAMILIES: [Family; 30] = [
+const FAMILIES: [Family; 31] = [
     Family {
         name: "pathprobe_address_failure_reason",
         help: "All-address mode: always 1; the reason label is the latest probe's reason for this address (none on success).",
@@ -441,6 +441,17 @@ const FAMILIES: [Family; 30] = [
                 w.f64(s.cert_not_after.expect("has"));
             },
         },
+    },
+    Family {
+        name: "pathprobe_unclassified_errors_total",
+        help: "Probe errors the reason table could not place precisely (reported under their family's fallback reason), by the phase they happened in; the agent logs the error chain when a target's state changes.",
+        kind: Type::Counter,
+        source: Source::Process(|w, e| {
+            for phase in Phase::ALL {
+                let n = e.unplaced_count(phase);
+                w.process(e, "pathprobe_unclassified_errors_total", &["phase=\"", phase.as_str(), "\""], n);
+            }
+        }),
     },
 ];
 

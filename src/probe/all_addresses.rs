@@ -37,7 +37,7 @@ pub async fn probe(target: &Target, ctx: &ProbeContext, max: usize) -> ProbeResu
     let addresses: Vec<AddressResult> = runs
         .iter()
         .map(|(address, _, outcome, total)| {
-            let (reason, error) = judge(outcome);
+            let (reason, _, error) = judge(outcome);
             AddressResult {
                 address: *address,
                 reason,

@@ -1,10 +1,11 @@
 //! The probe engine: one module per kind behind one signature, `probe(target, ctx) -> ProbeResult`.
 //!
 //! Each kind fills a [`Trace`] phase by phase and returns `Result<(), ProbeError>`; this module
-//! turns the two into a [`ProbeResult`], classifying the error through `reason::classify`.
+//! turns the two into a [`ProbeResult`], classifying the error through [`classify()`].
 //! Every phase runs under the probe's one [`Deadline`], so a probe never outlives its timeout.
 
 pub mod all_addresses;
+pub mod classify;
 pub mod dns;
 pub mod http;
 pub mod mesh;
@@ -13,7 +14,6 @@ pub mod scrape;
 pub mod tcp;
 pub mod tls;
 
-use std::fmt;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -22,57 +22,12 @@ use std::time::{Duration, SystemTime};
 use thiserror::Error;
 use tokio::time::Instant;
 
-use crate::reason::{classify, Reason};
+use crate::reason::Reason;
 use crate::target::{Check, Kind, Target};
 
+pub use crate::reason::Phase;
+pub use classify::{classify, Classified};
 pub use resolve::{DnsLookup, Family, FamilyLookup, FamilyOutcome, Resolver};
-
-/// A phase of a probe, as the `phase` label names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Phase {
-    /// Looking up the target's name.
-    Resolve,
-    /// The TCP connect (SYN to established).
-    Connect,
-    /// The TLS handshake.
-    Tls,
-    /// From sending the request to the response headers (first byte).
-    Request,
-    /// Reading the body.
-    Transfer,
-    /// The whole probe, start to verdict.
-    Total,
-}
-
-impl Phase {
-    /// Every phase, in order, `total` last.
-    pub const ALL: [Phase; 6] = [
-        Phase::Resolve,
-        Phase::Connect,
-        Phase::Tls,
-        Phase::Request,
-        Phase::Transfer,
-        Phase::Total,
-    ];
-
-    /// The `phase` label value.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Resolve => "resolve",
-            Phase::Connect => "connect",
-            Phase::Tls => "tls",
-            Phase::Request => "request",
-            Phase::Transfer => "transfer",
-            Phase::Total => "total",
-        }
-    }
-}
-
-impl fmt::Display for Phase {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// What a finished TLS handshake (or one that got as far as the certificate) told us.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -337,6 +292,9 @@ pub struct ProbeResult {
     pub total: Duration,
     /// The error chain as text, for people; never carries secrets.
     pub error: Option<String>,
+    /// The phase of an error the reason table could not place precisely (`reason` is then its
+    /// family's fallback); the agent logs and counts these so a new kind of failure shows.
+    pub unplaced: Option<Phase>,
     /// When the probe finished.
     pub finished_at: SystemTime,
     /// All-address mode: each address's own outcome, in the resolver's order (empty otherwise).
@@ -409,22 +367,27 @@ async fn run(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadline: D
 
 /// The result of a run: its reason (through `classify`) and error text.
 fn finish(target: &Target, trace: Trace, start: Instant, outcome: Result<(), ProbeError>) -> ProbeResult {
-    let (reason, error) = judge(&outcome);
+    let (reason, unplaced, error) = judge(&outcome);
     ProbeResult {
         kind: target.kind(),
         reason,
         trace,
         total: start.elapsed(),
         error,
+        unplaced,
         finished_at: SystemTime::now(),
         addresses: Vec::new(),
     }
 }
 
-fn judge(outcome: &Result<(), ProbeError>) -> (Reason, Option<String>) {
+/// An outcome's reason, the phase of an unplaced error, and the error chain.
+fn judge(outcome: &Result<(), ProbeError>) -> (Reason, Option<Phase>, Option<String>) {
     match outcome {
-        Ok(()) => (Reason::None, None),
-        Err(e) => (classify(e), Some(error_chain(e))),
+        Ok(()) => (Reason::None, None, None),
+        Err(e) => {
+            let c = classify(e);
+            (c.reason, (!c.placed).then_some(c.phase), Some(error_chain(e)))
+        }
     }
 }
 
@@ -440,7 +403,7 @@ async fn blocked(target: &Target, ctx: &ProbeContext, trace: &mut Trace, deadlin
                 addr: addr.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], target.endpoint.port))),
             })
         }
-        Err(e) => match classify(&e) {
+        Err(e) => match classify(&e).reason {
             Reason::ConnectRefused | Reason::ConnectTimeout | Reason::Unreachable => Ok(()),
             _ => Err(e),
         },

@@ -5,6 +5,16 @@ use pathprobe::reason::Reason;
 use pathprobe::testbed::{self, DnsAnswer, Reply};
 
 use crate::common::{adhoc, ctx, inventory, opts};
+use crate::faults::faults;
+
+faults! {
+    dns_probe_of_a_missing_name_is_dns_nxdomain => DnsNxdomain,
+    dns_probe_answered_by_servfail_is_dns_error => DnsError,
+    a_silent_resolver_is_dns_timeout => DnsTimeout,
+    http_probe_of_a_missing_name_is_dns_nxdomain => DnsNxdomain,
+    both_families_silent_is_dns_timeout_with_both_recorded => DnsTimeout,
+    a_name_without_address_records_is_dns_error_with_both_families_empty => DnsError,
+}
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -36,27 +46,22 @@ async fn dns_probe_of_an_existing_name_lists_its_addresses() {
     assert!(r.trace.phase(Phase::Resolve).is_some());
 }
 
-#[tokio::test]
-async fn dns_probe_of_a_missing_name_is_dns_nxdomain() {
+async fn dns_probe_of_a_missing_name_is_dns_nxdomain() -> ProbeResult {
     let dns = zone().await;
-    let r = probe::probe(&adhoc("dns://gone.monitoring.svc", &opts()), &ctx(Some(dns.addr))).await;
-    assert_eq!(r.reason, Reason::DnsNxdomain, "{:?}", r.error);
+    probe::probe(&adhoc("dns://gone.monitoring.svc", &opts()), &ctx(Some(dns.addr))).await
 }
 
-#[tokio::test]
-async fn dns_probe_answered_by_servfail_is_dns_error() {
+async fn dns_probe_answered_by_servfail_is_dns_error() -> ProbeResult {
     let dns = zone().await;
-    let r = probe::probe(&adhoc("dns://broken.test", &opts()), &ctx(Some(dns.addr))).await;
-    assert_eq!(r.reason, Reason::DnsError, "{:?}", r.error);
+    probe::probe(&adhoc("dns://broken.test", &opts()), &ctx(Some(dns.addr))).await
 }
 
-#[tokio::test]
-async fn a_silent_resolver_is_dns_timeout() {
+async fn a_silent_resolver_is_dns_timeout() -> ProbeResult {
     let dns = zone().await;
     let started = std::time::Instant::now();
     let r = probe::probe(&adhoc("dns://silent.test", &opts()), &ctx(Some(dns.addr))).await;
-    assert_eq!(r.reason, Reason::DnsTimeout, "{:?}", r.error);
     assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    r
 }
 
 #[tokio::test]
@@ -70,11 +75,9 @@ async fn http_probe_of_a_name_resolves_then_connects() {
     assert_eq!(r.trace.address, Some(server.addr));
 }
 
-#[tokio::test]
-async fn http_probe_of_a_missing_name_is_dns_nxdomain() {
+async fn http_probe_of_a_missing_name_is_dns_nxdomain() -> ProbeResult {
     let dns = zone().await;
-    let r = probe::probe(&adhoc("http://gone.test:9100/metrics", &opts()), &ctx(Some(dns.addr))).await;
-    assert_eq!(r.reason, Reason::DnsNxdomain);
+    probe::probe(&adhoc("http://gone.test:9100/metrics", &opts()), &ctx(Some(dns.addr))).await
 }
 
 #[tokio::test]
@@ -154,22 +157,19 @@ async fn a_resolver_that_drops_a_questions_still_reaches_the_target_over_ipv6() 
     );
 }
 
-#[tokio::test]
-async fn both_families_silent_is_dns_timeout_with_both_recorded() {
+async fn both_families_silent_is_dns_timeout_with_both_recorded() -> ProbeResult {
     let dns = zone().await;
     let r = probe::probe(&adhoc("tcp://silent.test:80", &opts()), &ctx(Some(dns.addr))).await;
-    assert_eq!(r.reason, Reason::DnsTimeout, "{:?}", r.error);
     assert_eq!(
         families(&r),
         vec![(Family::V4, FamilyOutcome::Silent), (Family::V6, FamilyOutcome::Silent)]
     );
+    r
 }
 
-#[tokio::test]
-async fn a_name_without_address_records_is_dns_error_with_both_families_empty() {
+async fn a_name_without_address_records_is_dns_error_with_both_families_empty() -> ProbeResult {
     let dns = zone().await;
     let r = probe::probe(&adhoc("dns://nodata.test", &opts()), &ctx(Some(dns.addr))).await;
-    assert_eq!(r.reason, Reason::DnsError, "{:?}", r.error);
     assert_eq!(
         families(&r),
         vec![(Family::V4, FamilyOutcome::Empty), (Family::V6, FamilyOutcome::Empty)]
@@ -183,6 +183,7 @@ async fn a_name_without_address_records_is_dns_error_with_both_families_empty() 
             (Family::V6, FamilyOutcome::NxDomain)
         ]
     );
+    r
 }
 
 #[tokio::test]

@@ -1,10 +1,18 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use pathprobe::probe::ProbeResult;
 use pathprobe::reason::Reason;
 use pathprobe::testbed::{self, Reply};
 
 use crate::common::{check, opts};
+use crate::faults::faults;
+
+faults! {
+    scrape_of_an_invalid_body_is_scrape_invalid => ScrapeInvalid,
+    scrape_of_openmetrics_without_eof_is_scrape_invalid => ScrapeInvalid,
+    scrape_of_a_503_is_http_server_error_not_scrape_invalid => HttpServerError,
+}
 
 const NODE_EXPORTER: &str = "# HELP node_load1 1m load average.\n# TYPE node_load1 gauge\nnode_load1 0.42\n# HELP node_cpu_seconds_total Seconds.\n# TYPE node_cpu_seconds_total counter\nnode_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 1.5\nnode_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 2.5\n";
 
@@ -29,22 +37,19 @@ async fn scrape_asks_as_prometheus_does_and_counts_samples() {
     assert_eq!(headers["x-prometheus-scrape-timeout-seconds"], "1.5");
 }
 
-#[tokio::test]
-async fn scrape_of_an_invalid_body_is_scrape_invalid() {
+async fn scrape_of_an_invalid_body_is_scrape_invalid() -> ProbeResult {
     let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(200, "<html>login</html>\n")).await;
     let r = check(&format!("scrape+http://{}/metrics", server.addr), &opts()).await;
-    assert_eq!(r.reason, Reason::ScrapeInvalid);
-    assert!(r.error.unwrap().contains("line 1"));
+    assert!(r.error.as_deref().unwrap_or("").contains("line 1"), "{:?}", r.error);
+    r
 }
 
-#[tokio::test]
-async fn scrape_of_openmetrics_without_eof_is_scrape_invalid() {
+async fn scrape_of_openmetrics_without_eof_is_scrape_invalid() -> ProbeResult {
     let server = testbed::http(|_: &testbed::Seen<'_>| {
         Reply::new(200, "# TYPE up gauge\nup 1\n").header("content-type", "application/openmetrics-text; version=1.0.0")
     })
     .await;
-    let r = check(&format!("scrape+http://{}/metrics", server.addr), &opts()).await;
-    assert_eq!(r.reason, Reason::ScrapeInvalid);
+    check(&format!("scrape+http://{}/metrics", server.addr), &opts()).await
 }
 
 #[tokio::test]
@@ -60,11 +65,9 @@ async fn scrape_of_a_gzipped_body_is_decoded() {
     assert_eq!(r.trace.samples, Some(3));
 }
 
-#[tokio::test]
-async fn scrape_of_a_503_is_http_server_error_not_scrape_invalid() {
+async fn scrape_of_a_503_is_http_server_error_not_scrape_invalid() -> ProbeResult {
     let server = testbed::http(|_: &testbed::Seen<'_>| Reply::new(503, "Service Unavailable")).await;
-    let r = check(&format!("scrape+http://{}/metrics", server.addr), &opts()).await;
-    assert_eq!(r.reason, Reason::HttpServerError);
+    check(&format!("scrape+http://{}/metrics", server.addr), &opts()).await
 }
 
 #[tokio::test]

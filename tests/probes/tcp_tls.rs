@@ -1,11 +1,33 @@
 use std::time::{Duration, SystemTime};
 
 use pathprobe::adhoc::AdhocOptions;
-use pathprobe::probe::Phase;
+use pathprobe::probe::{Phase, ProbeResult};
 use pathprobe::reason::Reason;
 use pathprobe::testbed::{self, Reply, TestCa};
 
 use crate::common::{check, file, opts};
+use crate::faults::faults;
+
+faults! {
+    tcp_probe_to_a_closed_port_is_connect_refused => ConnectRefused,
+    a_server_whose_accept_queue_is_full_is_connect_timeout => ConnectTimeout,
+    a_connect_the_kernel_refuses_for_want_of_a_route_is_unreachable => Unreachable,
+    tls_probe_of_a_self_signed_certificate_is_untrusted_but_records_it => TlsUntrusted,
+    tls_probe_of_an_expired_certificate_is_tls_expired => TlsExpired,
+    tls_probe_of_a_not_yet_valid_certificate_is_tls_expired => TlsExpired,
+    tls_probe_of_a_certificate_for_another_name_is_tls_hostname => TlsHostname,
+    tls_probe_of_a_plain_http_port_is_tls_handshake => TlsHandshake,
+    tls_probe_of_a_server_that_never_answers_the_hello_is_tls_timeout => TlsTimeout,
+    a_client_certificate_refused_by_a_tls13_server_is_tls_handshake => TlsHandshake,
+    a_peer_closing_during_the_tls_handshake_is_connection_reset => ConnectionReset,
+    an_expired_pinned_ca_certificate_is_tls_expired => TlsExpired,
+    a_not_yet_valid_pinned_ca_certificate_is_tls_expired => TlsExpired,
+    a_pinned_ca_certificate_for_another_name_is_tls_hostname => TlsHostname,
+    a_different_pinned_self_signed_certificate_is_tls_untrusted => TlsUntrusted,
+    a_pinned_ca_certificate_only_for_client_auth_is_tls_untrusted => TlsUntrusted,
+    a_client_certificate_refused_by_a_server_that_keeps_the_connection_open_is_tls_handshake => TlsHandshake,
+    a_must_be_blocked_target_that_accepts_the_connection_is_unexpectedly_reachable => UnexpectedlyReachable,
+}
 
 /// Options trusting `ca` (the temporary directory holds its PEM file).
 fn trusting(ca: &TestCa) -> (tempfile::TempDir, AdhocOptions) {
@@ -38,12 +60,122 @@ async fn tcp_probe_to_a_listening_port_succeeds_and_records_the_address() {
     );
 }
 
-#[tokio::test]
-async fn tcp_probe_to_a_closed_port_is_connect_refused() {
+async fn tcp_probe_to_a_closed_port_is_connect_refused() -> ProbeResult {
     let addr = testbed::refused_port().await;
     let r = check(&format!("tcp://{addr}"), &opts()).await;
-    assert_eq!(r.reason, Reason::ConnectRefused);
     assert!(r.error.as_deref().unwrap_or("").contains("refused"), "{:?}", r.error);
+    r
+}
+
+/// A listener that never accepts, its accept queue full: the kernel drops further SYNs, as it
+/// does for a hung server under load.
+async fn a_server_whose_accept_queue_is_full_is_connect_timeout() -> ProbeResult {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Fill the queue: connect until a connection is not answered.
+    let mut held = Vec::new();
+    while let Ok(c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+        held.push(c);
+        assert!(held.len() < 64, "the accept queue never filled");
+    }
+    let o = AdhocOptions {
+        timeout: Duration::from_millis(500),
+        ..opts()
+    };
+    let r = check(&format!("tcp://{addr}"), &o).await;
+    assert!(r.trace.phase(Phase::Connect).is_some());
+    drop((held, listener));
+    r
+}
+
+/// TCP cannot connect to the limited broadcast address: the kernel answers `ENETUNREACH` from
+/// its routing decision, before any packet is sent (no traffic leaves loopback).
+async fn a_connect_the_kernel_refuses_for_want_of_a_route_is_unreachable() -> ProbeResult {
+    let r = check("tcp://255.255.255.255:9", &opts()).await;
+    assert_eq!(r.unplaced, None, "a placed reason, not a fallback: {:?}", r.error);
+    r
+}
+
+/// A cause the reason table does not know (`EINVAL`: a link-local address without an
+/// interface, refused by the kernel before any packet) is reported under its family's fallback,
+/// marked as such, and counted in `pathprobe_unclassified_errors_total`.
+#[tokio::test]
+async fn an_error_the_reason_table_cannot_place_falls_back_marked_and_is_counted() {
+    let target = crate::common::adhoc("tcp://[fe80::1]:9", &opts());
+    let r = crate::common::run(&target).await;
+    assert_eq!(
+        (r.reason, r.unplaced),
+        (Reason::Unreachable, Some(Phase::Connect)),
+        "{:?}",
+        r.error
+    );
+    assert!(
+        r.error.as_deref().unwrap().contains("Invalid argument (os error 22)"),
+        "{:?}",
+        r.error
+    );
+
+    let exporter = std::sync::Arc::new(pathprobe::metrics::Exporter::new(&pathprobe::metrics::Source {
+        node: "n1".into(),
+        cluster: "lab".into(),
+        network: "host".into(),
+    }));
+    exporter.add_target(&target);
+    exporter.observe(&target, &r);
+    exporter.observe(&target, &check("tcp://255.255.255.255:9", &opts()).await);
+    let text = exporter.render(pathprobe::metrics::Format::Text);
+    let counted: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("pathprobe_unclassified_errors_total{"))
+        .collect();
+    assert_eq!(
+        counted.len(),
+        Phase::ALL.len(),
+        "every phase from the start: {counted:?}"
+    );
+    for line in counted {
+        let n = if line.contains("phase=\"connect\"") { " 1" } else { " 0" };
+        assert!(line.ends_with(n), "only the unplaced error counts: {line}");
+    }
+}
+
+/// The agent logs a target failing with an unplaced error at warn level, with the whole error
+/// chain, and serves the count (promtool accepts it).
+#[test]
+fn the_agent_logs_an_unplaced_error_with_its_chain_and_serves_its_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = file(
+        dir.path(),
+        "inventory.yaml",
+        "agent: { source_cluster: lab }\ndefaults: { interval: 1s, timeout: 500ms }\ntargets:\n  - { name: link-local, kind: tcp, address: \"[fe80::1]:9\" }\n",
+    );
+    let agent = crate::agent::Agent::start(&config, "node-a", &[]);
+    let text = agent.wait_metrics("the unplaced error counted", Duration::from_secs(10), |t| {
+        crate::agent::value(t, "pathprobe_unclassified_errors_total", &[("phase", "connect")]).is_some_and(|n| n >= 1.0)
+    });
+    let (ok, report) = crate::agent::promtool_check_metrics(&text);
+    assert!(ok && report.trim().is_empty(), "promtool check metrics: {report}");
+    let logs = agent.logs.lock().unwrap().clone();
+    let line = logs
+        .iter()
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("the reason table cannot place"))
+        })
+        .unwrap_or_else(|| panic!("no warning about the unplaced error: {logs:?}"));
+    assert_eq!(line["level"], "WARN", "{line}");
+    assert_eq!(
+        (&line["reason"], &line["phase"]),
+        (&"unreachable".into(), &"connect".into()),
+        "{line}"
+    );
+    assert_eq!(
+        line["error"], "connecting to [fe80::1]:9: Invalid argument (os error 22)",
+        "the whole chain: {line}"
+    );
 }
 
 #[tokio::test]
@@ -74,17 +206,19 @@ async fn tls_probe_trusting_the_issuing_ca_succeeds_and_reports_the_session() {
     assert!(r.trace.phase(Phase::Tls).is_some());
 }
 
-#[tokio::test]
-async fn tls_probe_of_a_self_signed_certificate_is_untrusted_but_records_it() {
+async fn tls_probe_of_a_self_signed_certificate_is_untrusted_but_records_it() -> ProbeResult {
     let server = testbed::https(&testbed::self_signed(&["127.0.0.1"]), ok).await;
     let r = check(&format!("tls://{}", server.addr), &opts()).await;
-    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
-    let tls = r.trace.tls.expect("the certificate is recorded even though it failed");
+    let tls = r
+        .trace
+        .tls
+        .as_ref()
+        .expect("the certificate is recorded even though it failed");
     assert!(tls.peer_cert_not_after.is_some());
+    r
 }
 
-#[tokio::test]
-async fn tls_probe_of_an_expired_certificate_is_tls_expired() {
+async fn tls_probe_of_an_expired_certificate_is_tls_expired() -> ProbeResult {
     let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
     let cert = ca.issue(
@@ -95,13 +229,12 @@ async fn tls_probe_of_an_expired_certificate_is_tls_expired() {
     let server = testbed::https(&cert, ok).await;
     let (_dir, trust) = trusting(&ca);
     let r = check(&format!("tls://{}", server.addr), &trust).await;
-    assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
-    let not_after = r.trace.tls.unwrap().peer_cert_not_after.unwrap();
+    let not_after = r.trace.tls.as_ref().unwrap().peer_cert_not_after.unwrap();
     assert!(not_after < SystemTime::now());
+    r
 }
 
-#[tokio::test]
-async fn tls_probe_of_a_not_yet_valid_certificate_is_tls_expired() {
+async fn tls_probe_of_a_not_yet_valid_certificate_is_tls_expired() -> ProbeResult {
     let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
     let cert = ca.issue(
@@ -111,17 +244,14 @@ async fn tls_probe_of_a_not_yet_valid_certificate_is_tls_expired() {
     );
     let server = testbed::https(&cert, ok).await;
     let (_dir, trust) = trusting(&ca);
-    let r = check(&format!("tls://{}", server.addr), &trust).await;
-    assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
+    check(&format!("tls://{}", server.addr), &trust).await
 }
 
-#[tokio::test]
-async fn tls_probe_of_a_certificate_for_another_name_is_tls_hostname() {
+async fn tls_probe_of_a_certificate_for_another_name_is_tls_hostname() -> ProbeResult {
     let ca = TestCa::new();
     let server = testbed::https(&ca.issue_valid(&["grafana.example.internal"]), ok).await;
     let (_dir, trust) = trusting(&ca);
-    let r = check(&format!("tls://{}", server.addr), &trust).await;
-    assert_eq!(r.reason, Reason::TlsHostname, "{:?}", r.error);
+    check(&format!("tls://{}", server.addr), &trust).await
 }
 
 #[tokio::test]
@@ -159,15 +289,12 @@ async fn insecure_tls_probe_of_an_expired_certificate_succeeds_and_still_reports
     assert!(r.trace.tls.unwrap().peer_cert_not_after.unwrap() < SystemTime::now());
 }
 
-#[tokio::test]
-async fn tls_probe_of_a_plain_http_port_is_tls_handshake() {
+async fn tls_probe_of_a_plain_http_port_is_tls_handshake() -> ProbeResult {
     let server = testbed::speaking(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n").await;
-    let r = check(&format!("tls://{}", server.addr), &opts()).await;
-    assert_eq!(r.reason, Reason::TlsHandshake, "{:?}", r.error);
+    check(&format!("tls://{}", server.addr), &opts()).await
 }
 
-#[tokio::test]
-async fn tls_probe_of_a_server_that_never_answers_the_hello_is_tls_timeout() {
+async fn tls_probe_of_a_server_that_never_answers_the_hello_is_tls_timeout() -> ProbeResult {
     let server = testbed::hanging().await;
     let o = AdhocOptions {
         timeout: Duration::from_millis(400),
@@ -175,8 +302,8 @@ async fn tls_probe_of_a_server_that_never_answers_the_hello_is_tls_timeout() {
     };
     let started = std::time::Instant::now();
     let r = check(&format!("tls://{}", server.addr), &o).await;
-    assert_eq!(r.reason, Reason::TlsTimeout, "{:?}", r.error);
     assert!(started.elapsed() < Duration::from_secs(2), "bounded by the timeout");
+    r
 }
 
 /// A TLS server that requires a client certificate signed by `ca` and closes each connection as
@@ -299,8 +426,7 @@ async fn mtls_probe_presents_the_client_certificate() {
     );
 }
 
-#[tokio::test]
-async fn a_client_certificate_refused_by_a_tls13_server_is_tls_handshake() {
+async fn a_client_certificate_refused_by_a_tls13_server_is_tls_handshake() -> Vec<(String, ProbeResult)> {
     let ca = TestCa::new();
     let server_cert = ca.issue_valid(&["127.0.0.1"]);
     let (addr, _seen) = mtls_server(&ca, &server_cert).await;
@@ -313,17 +439,16 @@ async fn a_client_certificate_refused_by_a_tls13_server_is_tls_handshake() {
     let yaml = format!(
         "agent: {{ source_cluster: t }}\ntargets:\n  - {{ name: tls, kind: tls, address: \"{addr}\", timeout: 2s, tls: {{ ca_file: ca.pem, cert_file: client.pem, key_file: client.key }} }}\n  - {{ name: web, kind: http, url: \"https://{addr}/\", timeout: 2s, tls: {{ ca_file: ca.pem, cert_file: client.pem, key_file: client.key }} }}\n"
     );
+    let mut produced = Vec::new();
     for target in crate::common::inventory(&yaml, dir.path()) {
-        let r = crate::common::run(&target).await;
-        assert_eq!(r.reason, Reason::TlsHandshake, "{}: {:?}", target.name, r.error);
+        produced.push((target.name.clone(), crate::common::run(&target).await));
     }
+    produced
 }
 
-#[tokio::test]
-async fn a_peer_closing_during_the_tls_handshake_is_connection_reset() {
+async fn a_peer_closing_during_the_tls_handshake_is_connection_reset() -> ProbeResult {
     let server = testbed::speaking(b"").await;
-    let r = check(&format!("tls://{}", server.addr), &opts()).await;
-    assert_eq!(r.reason, Reason::ConnectionReset, "{:?}", r.error);
+    check(&format!("tls://{}", server.addr), &opts()).await
 }
 
 /// Options trusting exactly the certificate in `pem` (`--ca-file` pointing at it).
@@ -371,8 +496,7 @@ async fn a_pinned_ca_certificate_is_found_among_other_certificates_of_the_ca_fil
     assert_eq!(r.reason, Reason::None, "{:?}", r.error);
 }
 
-#[tokio::test]
-async fn an_expired_pinned_ca_certificate_is_tls_expired() {
+async fn an_expired_pinned_ca_certificate_is_tls_expired() -> ProbeResult {
     let now = time::OffsetDateTime::now_utc();
     let cert = testbed::self_signed_ca(
         &["127.0.0.1"],
@@ -381,12 +505,10 @@ async fn an_expired_pinned_ca_certificate_is_tls_expired() {
     );
     let server = testbed::https(&cert, ok).await;
     let (_dir, pinned) = pinning(&cert.cert_pem);
-    let r = check(&format!("tls://{}", server.addr), &pinned).await;
-    assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
+    check(&format!("tls://{}", server.addr), &pinned).await
 }
 
-#[tokio::test]
-async fn a_not_yet_valid_pinned_ca_certificate_is_tls_expired() {
+async fn a_not_yet_valid_pinned_ca_certificate_is_tls_expired() -> ProbeResult {
     let now = time::OffsetDateTime::now_utc();
     let cert = testbed::self_signed_ca(
         &["127.0.0.1"],
@@ -395,39 +517,34 @@ async fn a_not_yet_valid_pinned_ca_certificate_is_tls_expired() {
     );
     let server = testbed::https(&cert, ok).await;
     let (_dir, pinned) = pinning(&cert.cert_pem);
-    let r = check(&format!("tls://{}", server.addr), &pinned).await;
-    assert_eq!(r.reason, Reason::TlsExpired, "{:?}", r.error);
+    check(&format!("tls://{}", server.addr), &pinned).await
 }
 
-#[tokio::test]
-async fn a_pinned_ca_certificate_for_another_name_is_tls_hostname() {
+async fn a_pinned_ca_certificate_for_another_name_is_tls_hostname() -> ProbeResult {
     let (from, to) = valid_for_a_year();
     let cert = testbed::self_signed_ca(&["nas.home.arpa"], from, to);
     let server = testbed::https(&cert, ok).await;
     let (_dir, pinned) = pinning(&cert.cert_pem);
     let r = check(&format!("tls://{}", server.addr), &pinned).await;
-    assert_eq!(r.reason, Reason::TlsHostname, "{:?}", r.error);
     let named = AdhocOptions {
         server_name: Some("nas.home.arpa".into()),
         ..pinned
     };
-    let r = check(&format!("tls://{}", server.addr), &named).await;
-    assert_eq!(r.reason, Reason::None, "{:?}", r.error);
+    let with_its_name = check(&format!("tls://{}", server.addr), &named).await;
+    assert_eq!(with_its_name.reason, Reason::None, "{:?}", with_its_name.error);
+    r
 }
 
-#[tokio::test]
-async fn a_different_pinned_self_signed_certificate_is_tls_untrusted() {
+async fn a_different_pinned_self_signed_certificate_is_tls_untrusted() -> ProbeResult {
     let (from, to) = valid_for_a_year();
     let served = testbed::self_signed_ca(&["127.0.0.1"], from, to);
     let other = testbed::self_signed_ca(&["127.0.0.1"], from, to);
     let server = testbed::https(&served, ok).await;
     let (_dir, pinned) = pinning(&other.cert_pem);
-    let r = check(&format!("tls://{}", server.addr), &pinned).await;
-    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
+    check(&format!("tls://{}", server.addr), &pinned).await
 }
 
-#[tokio::test]
-async fn a_pinned_ca_certificate_only_for_client_auth_is_tls_untrusted() {
+async fn a_pinned_ca_certificate_only_for_client_auth_is_tls_untrusted() -> ProbeResult {
     let (from, to) = valid_for_a_year();
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
@@ -456,8 +573,7 @@ async fn a_pinned_ca_certificate_only_for_client_auth_is_tls_untrusted() {
         }
     });
     let (_pin_dir, pinned) = pinning(&cert.pem());
-    let r = check(&format!("tls://{addr}"), &pinned).await;
-    assert_eq!(r.reason, Reason::TlsUntrusted, "{:?}", r.error);
+    check(&format!("tls://{addr}"), &pinned).await
 }
 
 /// The agent's page and log speak the inventory's words, and do not tell the operator to set
@@ -533,17 +649,19 @@ async fn a_server_without_tickets_that_closes_on_close_notify_ends_the_wait_for_
     );
 }
 
-#[tokio::test]
-async fn a_client_certificate_refused_by_a_server_that_keeps_the_connection_open_is_tls_handshake() {
+async fn a_client_certificate_refused_by_a_server_that_keeps_the_connection_open_is_tls_handshake(
+) -> Vec<(String, ProbeResult)> {
     let ca = TestCa::new();
+    let mut produced = Vec::new();
     for (tickets, after) in [(2, AfterHandshake::Hold), (0, AfterHandshake::ReadToEnd)] {
         let (addr, mut seen) = mtls_server_with(&ca, &ca.issue_valid(&["127.0.0.1"]), tickets, after).await;
         let wrong = TestCa::new().issue_valid(&["pathprobe-client"]);
         let r = crate::common::run(&mtls_target(addr, &ca, &wrong)).await;
-        assert_eq!(r.reason, Reason::TlsHandshake, "{:?}", r.error);
         assert_eq!(seen.recv().await, Some(None), "the server refused the certificate");
         assert!(r.trace.phase(Phase::Tls).is_some());
+        produced.push((format!("{tickets} tickets"), r));
     }
+    produced
 }
 
 /// A must-be-blocked target built the way users write one.
@@ -556,21 +674,23 @@ fn must_be_blocked(kind: &str, where_: &str) -> pathprobe::target::Target {
     crate::common::inventory(&yaml, dir.path()).remove(0)
 }
 
-#[tokio::test]
-async fn a_must_be_blocked_target_that_accepts_the_connection_is_unexpectedly_reachable() {
+async fn a_must_be_blocked_target_that_accepts_the_connection_is_unexpectedly_reachable() -> Vec<(String, ProbeResult)>
+{
     let server = testbed::http(ok).await;
+    let mut produced = Vec::new();
     for (kind, at) in [
         ("tcp", server.addr.to_string()),
         ("tls", server.addr.to_string()),
         ("http", format!("http://{}/", server.addr)),
     ] {
         let r = crate::common::run(&must_be_blocked(kind, &at)).await;
-        assert_eq!(r.reason, Reason::UnexpectedlyReachable, "{kind}: {:?}", r.error);
         assert!(
             r.trace.tls.is_none() && r.trace.http_status.is_none(),
             "{kind}: only connected"
         );
+        produced.push((kind.to_string(), r));
     }
+    produced
 }
 
 #[tokio::test]
