@@ -30,6 +30,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What the scheduler calls; the agent implements it with the probe engine and the exporter.
 pub trait Hooks: Send + Sync + 'static {
+    /// What a probe hands back for `finished` to record.
     type Outcome: Send + 'static;
     /// Probes the target once.
     fn run(&self, target: Arc<Target>) -> BoxFuture<Self::Outcome>;
@@ -88,12 +89,16 @@ pub struct Scheduler<H: Hooks> {
 /// What a reload changed, by target identity.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
+    /// Identities that were not scheduled before: they start.
     pub added: Vec<TargetLabels>,
+    /// Identities that stay: they keep their phase and take the new settings.
     pub updated: Vec<TargetLabels>,
+    /// Identities no longer in the inventory: stopped, their running probe not recorded.
     pub removed: Vec<TargetLabels>,
 }
 
 impl<H: Hooks> Scheduler<H> {
+    /// A scheduler with no targets; nothing runs until `apply`.
     pub fn new(hooks: Arc<H>, settings: Settings) -> Scheduler<H> {
         Scheduler {
             hooks,
@@ -169,6 +174,7 @@ impl<H: Hooks> Scheduler<H> {
         self.slots.len()
     }
 
+    /// True when no target is scheduled.
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
     }
