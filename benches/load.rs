@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
-use pathprobe::testbed::{self, Reply, TestCa};
+use pathprobe::fault_servers::{self as testbed, Reply, TestCa};
 
 /// Loopback servers per kind; targets are spread over them.
 const SERVERS: usize = 8;

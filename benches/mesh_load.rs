@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pathprobe::testbed::{self, Reply};
+use pathprobe::fault_servers::{self as testbed, Reply};
 
 const WARMUP: Duration = Duration::from_secs(6);
 const MEASURE: Duration = Duration::from_secs(15);

@@ -10,9 +10,9 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use pathprobe::fault_servers::{self as testbed, DnsAnswer};
 use pathprobe::probe::{Deadline, Resolver};
 use pathprobe::target::ResolverSettings;
-use pathprobe::testbed::{self, DnsAnswer};
 
 fn lookup(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().unwrap();

@@ -9,19 +9,19 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use crate::fault_servers::{self, DnsAnswer, Reply, Server, TestCa};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::target::{Inventory, Target};
-use crate::testbed::{self, DnsAnswer, Reply, Server, TestCa};
 use crate::{agent, config, report, serve};
 
 /// A node-exporter-like body for the healthy scrape target.
 const EXPOSITION: &str = "# HELP node_load1 1m load average.\n# TYPE node_load1 gauge\nnode_load1 0.42\n# HELP node_cpu_seconds_total Seconds the CPUs spent in each mode.\n# TYPE node_cpu_seconds_total counter\nnode_cpu_seconds_total{cpu=\"0\",mode=\"idle\"} 12345.6\nnode_cpu_seconds_total{cpu=\"0\",mode=\"user\"} 321.5\n";
 
-/// The running loopback targets (kept alive while the demo runs).
+/// The running loopback targets: they run while the fleet lives, and stop with it.
 pub struct Fleet {
     _servers: Vec<Server>,
     _dir: tempfile::TempDir,
-    /// The demo's inventory, checked.
+    /// The checked inventory that names every target of the tour.
     pub inventory: Inventory,
     /// The inventory file the agent loads.
     pub inventory_path: std::path::PathBuf,
@@ -31,14 +31,14 @@ pub struct Fleet {
 pub async fn start() -> anyhow::Result<Fleet> {
     let ca = TestCa::new();
     let now = time::OffsetDateTime::now_utc();
-    let ok = |body: &'static str| move |_: &testbed::Seen<'_>| Reply::new(200, body);
-    let healthy = testbed::http(ok("ok\n")).await;
-    let exporter = testbed::http(|_: &testbed::Seen<'_>| {
+    let ok = |body: &'static str| move |_: &fault_servers::Seen<'_>| Reply::new(200, body);
+    let healthy = fault_servers::http(ok("ok\n")).await;
+    let exporter = fault_servers::http(|_: &fault_servers::Seen<'_>| {
         Reply::new(200, EXPOSITION).header("content-type", "text/plain; version=0.0.4")
     })
     .await;
-    let broken_exporter = testbed::http(ok("node_load1 {oops\n")).await;
-    let auth = testbed::http(|s: &testbed::Seen<'_>| {
+    let broken_exporter = fault_servers::http(ok("node_load1 {oops\n")).await;
+    let auth = fault_servers::http(|s: &fault_servers::Seen<'_>| {
         let good = "Basic cm9vdEBwYW06Y29ycmVjdC1ob3JzZQ=="; // root@pam:correct-horse
         match s.headers.get("authorization") {
             Some(v) if v == good => Reply::new(200, "ok\n"),
@@ -46,26 +46,26 @@ pub async fn start() -> anyhow::Result<Fleet> {
         }
     })
     .await;
-    let proxy_503 = testbed::http(|_: &testbed::Seen<'_>| {
+    let proxy_503 = fault_servers::http(|_: &fault_servers::Seen<'_>| {
         Reply::new(
             503,
             "Error trying to reach service: 'dial tcp 10.244.2.17:8082: i/o timeout'\n",
         )
     })
     .await;
-    let self_signed = testbed::https(&testbed::self_signed(&["127.0.0.1"]), ok("ok\n")).await;
+    let self_signed = fault_servers::https(&fault_servers::self_signed(&["127.0.0.1"]), ok("ok\n")).await;
     let expired_cert = ca.issue(
         &["127.0.0.1"],
         now - time::Duration::days(400),
         now - time::Duration::days(35),
     );
-    let expired = testbed::https(&expired_cert, ok("ok\n")).await;
-    let wrong_name = testbed::https(&ca.issue_valid(&["grafana.example.internal"]), ok("ok\n")).await;
-    let hanging = testbed::hanging().await;
-    let resetting = testbed::resetting().await;
-    let not_http = testbed::speaking(b"SSH-2.0-OpenSSH_9.6\r\n").await;
-    let refused = testbed::refused_port().await;
-    let dns = testbed::dns(vec![(
+    let expired = fault_servers::https(&expired_cert, ok("ok\n")).await;
+    let wrong_name = fault_servers::https(&ca.issue_valid(&["grafana.example.internal"]), ok("ok\n")).await;
+    let hanging = fault_servers::hanging().await;
+    let resetting = fault_servers::resetting().await;
+    let not_http = fault_servers::speaking(b"SSH-2.0-OpenSSH_9.6\r\n").await;
+    let refused = fault_servers::refused_port().await;
+    let dns = fault_servers::dns(vec![(
         "prometheus.monitoring.svc.cluster.local",
         DnsAnswer::Addresses(vec!["127.0.0.1".parse().expect("literal")]),
     )])

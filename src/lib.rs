@@ -9,10 +9,13 @@
 pub mod adhoc;
 pub mod agent;
 pub mod config;
+#[cfg(feature = "demo")]
 pub mod demo;
 pub mod diagnose;
 pub mod discovery;
 pub mod exposition;
+#[cfg(feature = "demo")]
+pub mod fault_servers;
 pub mod mesh;
 pub mod metrics;
 pub mod probe;
@@ -22,4 +25,3 @@ pub mod report;
 pub mod schedule;
 pub mod serve;
 pub mod target;
-pub mod testbed;

@@ -12,9 +12,11 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use pathprobe::adhoc::{self, AdhocOptions};
+#[cfg(feature = "demo")]
+use pathprobe::demo;
 use pathprobe::probe::{self, ProbeContext, Resolver};
 use pathprobe::target::{AbsentTarget, Network, ResolverSettings, Target};
-use pathprobe::{agent, config, demo, report};
+use pathprobe::{agent, config, report};
 
 /// Exit code for usage and config errors (the contract's 2).
 const EXIT_USAGE: u8 = 2;
@@ -45,7 +47,9 @@ enum Command {
     /// Why is a target down? One verdict per target from Prometheus's `up` and scrape errors and
     /// every agent's probes (exit 0 all healthy, 1 any other verdict, 2 Prometheus not asked).
     Diagnose(Box<DiagnoseArgs>),
+    // Only with the `demo` feature (on by default): an agent built without it has no `demo`.
     /// The zero-setup tour: loopback targets, one per failure class, probed and exported.
+    #[cfg(feature = "demo")]
     Demo {
         /// Print one round and exit.
         #[arg(long)]
@@ -226,6 +230,7 @@ fn main() -> ExitCode {
         Command::Validate { file } => validate(&file),
         Command::Check(args) => runtime.block_on(check(args)),
         Command::Diagnose(args) => runtime.block_on(diagnose(*args)),
+        #[cfg(feature = "demo")]
         Command::Demo { once, listen } => match runtime.block_on(demo::run(once, listen, node_name())) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use agent::{value, Agent};
-use pathprobe::testbed::{self, Reply, TestCa};
+use pathprobe::fault_servers::{self as testbed, Reply, TestCa};
 
 fn chromium(args: &[String]) -> std::process::Output {
     let profile = tempfile::tempdir().unwrap();

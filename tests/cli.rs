@@ -6,7 +6,7 @@ mod agent;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 
-use pathprobe::testbed::{self, Reply};
+use pathprobe::fault_servers::{self as testbed, Reply};
 
 fn pathprobe(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_pathprobe"))

@@ -75,7 +75,7 @@ fn the_shipped_rules_and_dashboards_work_against_agents_on_separate_nodes() {
     let mon = c.host("mon", MON);
 
     // The target host: an exporter (scraped by agents and by Prometheus) and a TLS service.
-    let ca = pathprobe::testbed::TestCa::new();
+    let ca = pathprobe::fault_servers::TestCa::new();
     let cert = ca.issue_valid(&[SRV]);
     c.http_server(&srv, SRV, 8080, "www");
     c.write("www/metrics", "# TYPE demo_up gauge\ndemo_up 1\n");

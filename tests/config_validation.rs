@@ -784,7 +784,7 @@ fn adhoc_targets() {
 #[test]
 fn a_client_key_that_does_not_match_its_certificate_is_refused_at_load() {
     let dir = tempfile::tempdir().unwrap();
-    let ca = pathprobe::testbed::TestCa::new();
+    let ca = pathprobe::fault_servers::TestCa::new();
     let a = ca.issue_valid(&["client-a"]);
     let b = ca.issue_valid(&["client-b"]);
     fs::write(dir.path().join("client.pem"), &a.cert_pem).unwrap();
@@ -898,7 +898,7 @@ fn the_inventory_reference_example_validates() {
         .and_then(|rest| rest.split("```").next())
         .expect("a yaml example");
     let dir = tempfile::tempdir().unwrap();
-    let ca = pathprobe::testbed::TestCa::new();
+    let ca = pathprobe::fault_servers::TestCa::new();
     let client = ca.issue_valid(&["pathprobe-client"]);
     for (name, text) in [
         ("secrets/proxmox-ruapehu-password", "not-a-real-password\n"),

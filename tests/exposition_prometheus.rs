@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pathprobe::exposition::{parse, Format};
-use pathprobe::testbed::{self, Reply};
+use pathprobe::fault_servers::{self as testbed, Reply};
 use prometheus::Prometheus;
 
 include!("fixtures/exposition/cases.rs");

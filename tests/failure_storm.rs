@@ -16,7 +16,7 @@ const LOG_WINDOW: Duration = Duration::from_secs(10);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_every_target_fails_at_once_the_log_holds_the_budget_and_one_summary() {
-    let refused = pathprobe::testbed::refused_port().await;
+    let refused = pathprobe::fault_servers::refused_port().await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("inventory.yaml");
     let mut text = String::from(

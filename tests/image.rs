@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pathprobe::testbed::{self, Reply, Seen, TestCa};
+use pathprobe::fault_servers::{self as testbed, Reply, Seen, TestCa};
 use sh::{require_root, run};
 
 /// The node's end of the veth pair: where the targets answer from the pod namespace.

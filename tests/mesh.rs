@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use agent::{promtool_check_metrics, series, value, write_atomic, Agent};
-use pathprobe::testbed::{self, DnsAnswer, Reply};
+use pathprobe::fault_servers::{self as testbed, DnsAnswer, Reply};
 
 /// A port free on 127.0.0.11-13 (each agent binds its own address with it).
 fn free_port() -> u16 {

@@ -3,7 +3,7 @@
 //! The probe runs as the real binary inside the client namespace. Needs root; without it every
 //! test fails saying so.
 //!
-//! DNS faults: the test DNS server (`pathprobe::testbed::dns_on`) runs in this process on a
+//! DNS faults: the test DNS server (`pathprobe::fault_servers::dns_on`) runs in this process on a
 //! thread that entered the server namespace, so it answers at 10.254.0.2:53 (UDP and TCP) as a
 //! cluster resolver would; the client namespace gets its own resolv.conf (`ip netns exec`
 //! mounts /etc/netns/<name>/resolv.conf over /etc/resolv.conf).
@@ -13,7 +13,7 @@ mod sh;
 
 use std::process::{Child, Command, Stdio};
 
-use pathprobe::testbed::{self, DnsAnswer, DnsLog};
+use pathprobe::fault_servers::{self as testbed, DnsAnswer, DnsLog};
 use sh::{require_root, run};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};

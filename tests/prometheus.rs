@@ -9,7 +9,7 @@ mod prometheus;
 use std::time::Duration;
 
 use agent::Agent;
-use pathprobe::testbed::{self, Reply};
+use pathprobe::fault_servers::{self as testbed, Reply};
 use prometheus::Prometheus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -218,7 +218,7 @@ fn a_connection_flood_beyond_the_cap_waits_and_is_served_when_slots_free() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_endpoint_and_no_log_line_shows_a_credential() {
-    use pathprobe::testbed::{self, Reply};
+    use pathprobe::fault_servers::{self as testbed, Reply};
     let dir = tempfile::tempdir().unwrap();
     let password = "hunter2-PASSWORD-b6f1";
     let token = "tok-SECRET-7c2a";

@@ -1,8 +1,8 @@
 use std::net::IpAddr;
 
+use pathprobe::fault_servers::{self as testbed, DnsAnswer, Reply};
 use pathprobe::probe::{self, Family, FamilyOutcome, Phase, ProbeResult};
 use pathprobe::reason::Reason;
-use pathprobe::testbed::{self, DnsAnswer, Reply};
 
 use crate::common::{adhoc, ctx, inventory, opts};
 use crate::faults::faults;

@@ -2,9 +2,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pathprobe::adhoc::AdhocOptions;
+use pathprobe::fault_servers::{self as testbed, Reply};
 use pathprobe::probe::{Phase, ProbeResult};
 use pathprobe::reason::Reason;
-use pathprobe::testbed::{self, Reply};
 
 use crate::common::{check, file, inventory, opts, run};
 use crate::faults::faults;

@@ -1,9 +1,9 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
+use pathprobe::fault_servers::{self as testbed, Reply};
 use pathprobe::probe::ProbeResult;
 use pathprobe::reason::Reason;
-use pathprobe::testbed::{self, Reply};
 
 use crate::common::{check, opts};
 use crate::faults::faults;

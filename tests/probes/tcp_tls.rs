@@ -1,9 +1,9 @@
 use std::time::{Duration, SystemTime};
 
 use pathprobe::adhoc::AdhocOptions;
+use pathprobe::fault_servers::{self as testbed, Reply, TestCa};
 use pathprobe::probe::{Phase, ProbeResult};
 use pathprobe::reason::Reason;
-use pathprobe::testbed::{self, Reply, TestCa};
 
 use crate::common::{check, file, opts};
 use crate::faults::faults;
