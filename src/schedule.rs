@@ -262,9 +262,7 @@ impl<H: Hooks> Scheduler<H> {
         let now = Instant::now();
         let mut table = self.inner.table();
         let before = table.first();
-        let Timetable {
-            index, slots, free, ..
-        } = &mut *table;
+        let Timetable { index, slots, free, .. } = &mut *table;
         index.retain(|key, &mut i| {
             if wanted.contains_key(key) {
                 return true;
@@ -720,7 +718,10 @@ mod tests {
             starts.iter().all(|(name, _)| *name != ts[waiting].instance),
             "the removed target's waiting probe never started: {starts:?}"
         );
-        assert_eq!(*rec.finished.lock().unwrap(), [(ts[1 - waiting].instance.clone(), true)]);
+        assert_eq!(
+            *rec.finished.lock().unwrap(),
+            [(ts[1 - waiting].instance.clone(), true)]
+        );
     }
 
     #[tokio::test(start_paused = true)]

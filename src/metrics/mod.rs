@@ -27,11 +27,12 @@ use crate::target::{AbsentTarget, Target};
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// A target's identity as label values: `target`, `target_job`, `target_instance`,
-/// `target_cluster`, `kind`. One allocation holding the five values back to back: the scheduler,
-/// the status rows and the exporter each key a map by it, at every target.
+/// `target_cluster`, `kind`. One shared allocation holding the five values back to back: the
+/// scheduler, the status rows and the exporter each key a map by it, at every target, and a
+/// clone shares the text rather than copying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetLabels {
-    text: Box<str>,
+    text: Arc<str>,
     ends: [u32; 5],
 }
 
@@ -44,7 +45,7 @@ impl TargetLabels {
             *end = text.len() as u32;
         }
         TargetLabels {
-            text: text.into_boxed_str(),
+            text: text.into(),
             ends,
         }
     }
@@ -376,10 +377,24 @@ impl Exporter {
 
     /// Declares a probed target: `expected 1`, and its counters at 0 so rates work from the start.
     pub fn add_target(&self, target: &Target) {
+        self.declare(None, target)
+    }
+
+    /// [`Exporter::add_target`] with the target's identity already made: the exporter keeps a
+    /// clone of `key` (sharing its text with the scheduler's and the status rows') rather than
+    /// its own copy.
+    pub fn add_target_as(&self, key: &TargetLabels, target: &Target) {
+        self.declare(Some(key), target)
+    }
+
+    fn declare(&self, key: Option<&TargetLabels>, target: &Target) {
         let mut table = self.table();
         let s = match table.get_mut(TargetKey(target).as_key()) {
             Some(s) => s,
-            None => table.entry(&self.source, TargetLabels::of(target)),
+            None => {
+                let key = key.cloned().unwrap_or_else(|| TargetLabels::of(target));
+                table.entry(&self.source, key)
+            }
         };
         s.probed = true;
         s.expected = true;
