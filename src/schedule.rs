@@ -274,8 +274,13 @@ impl<H: Hooks> Scheduler<H> {
             applied.removed.push(key.clone());
             false
         });
+        // Exactly the room a fleet needs, not up to twice it from doubling.
         let more = wanted.len().saturating_sub(table.index.len());
         table.index.reserve(more);
+        let room = wanted.len().saturating_sub(table.slots.len());
+        table.slots.reserve_exact(room);
+        let ticks = wanted.len().saturating_sub(table.ticks.len());
+        table.ticks.reserve_exact(ticks);
         for (key, target) in wanted {
             if let Some(&i) = table.index.get(&key) {
                 let s = table.slots[i as usize].as_mut().expect("indexed slots are occupied");
