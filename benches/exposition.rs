@@ -1,6 +1,9 @@
 //! How fast the scrape probe parses real exposition: node-exporter, Proxmox and OpenMetrics
 //! bodies, and a large synthetic one (the size of a busy kube-state-metrics).
 
+// `criterion_group!` defines a public function that no doc comment can reach.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use pathprobe::exposition::{parse, Format};
 

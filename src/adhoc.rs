@@ -16,16 +16,23 @@ use crate::target::Target;
 /// The `check` command's flags that shape an ad-hoc target.
 #[derive(Debug, Clone)]
 pub struct AdhocOptions {
+    /// The probe's timeout (`--timeout`; default 5s).
     pub timeout: Duration,
     /// Skip TLS verification (`--insecure`).
     pub insecure: bool,
+    /// The CA to trust instead of the system roots (`--ca-file`).
     pub ca_file: Option<PathBuf>,
+    /// The TLS name to send and check instead of the URL's host (`--server-name`).
     pub server_name: Option<String>,
+    /// Basic auth user name (`--basic-auth-user`).
     pub basic_auth_user: Option<String>,
+    /// The file holding the basic auth password (`--basic-auth-password-file`).
     pub basic_auth_password_file: Option<PathBuf>,
+    /// The file holding a bearer token (`--bearer-token-file`).
     pub bearer_token_file: Option<PathBuf>,
     /// As in the inventory: `200`, `200,301`, `300-399`, `2xx`.
     pub expect_status: Option<String>,
+    /// A regex the body must match, as `expect.body_regex`; `check` has no flag for it.
     pub body_regex: Option<String>,
 }
 

@@ -21,6 +21,7 @@ const EXPOSITION: &str = "# HELP node_load1 1m load average.\n# TYPE node_load1 
 pub struct Fleet {
     _servers: Vec<Server>,
     _dir: tempfile::TempDir,
+    /// The demo's inventory, checked.
     pub inventory: Inventory,
     /// The inventory file the agent loads.
     pub inventory_path: std::path::PathBuf,

@@ -53,7 +53,9 @@ pub struct Summary {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("line {line}: {message}")]
 pub struct ParseError {
+    /// 1-based line of the first problem.
     pub line: usize,
+    /// What is wrong there.
     pub message: String,
 }
 

@@ -2,6 +2,10 @@
 //!
 //! See ARCHITECTURE.md for the map.
 
+// Bad input gets an error that names the field and the fix, never a panic. Unit tests may unwrap
+// (clippy.toml: allow-unwrap-in-tests).
+#![warn(clippy::unwrap_used)]
+
 pub mod adhoc;
 pub mod agent;
 pub mod config;

@@ -1,5 +1,8 @@
 //! The `pathprobe` command line: the edge where errors become exit codes.
 
+// An error becomes an exit code and a message here, never a panic.
+#![warn(clippy::unwrap_used)]
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -26,22 +26,48 @@ const BODY_LIMIT: usize = 256 << 20;
 pub enum ApiError {
     /// The URL given for Prometheus is not usable.
     #[error("`{url}` is not a Prometheus URL: {message}")]
-    Url { url: String, message: String },
+    Url {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// No HTTP answer (the reason as for a probe).
     #[error("cannot reach Prometheus at {url}: {reason} ({error})")]
-    Unreachable { url: String, reason: Reason, error: String },
+    Unreachable {
+        /// The URL asked.
+        url: String,
+        /// Why, in the probe's reason table.
+        reason: Reason,
+        /// The error chain, for people.
+        error: String,
+    },
     /// An HTTP answer that is not a success.
     #[error("Prometheus at {url} answered HTTP {status}: {message}")]
-    Status { url: String, status: u16, message: String },
+    Status {
+        /// The URL asked.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// The API's `error` field, or the start of the body.
+        message: String,
+    },
     /// A 2xx whose body is not the API's JSON.
     #[error("{url} did not answer with Prometheus's API JSON: {message}")]
-    Decode { url: String, message: String },
+    Decode {
+        /// The URL asked.
+        url: String,
+        /// What the decoder made of the body.
+        message: String,
+    },
 }
 
 /// One sample of an instant vector.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
+    /// The series' labels, `__name__` included when the query keeps it.
     pub labels: BTreeMap<String, String>,
+    /// The sample's value.
     pub value: f64,
 }
 
@@ -59,8 +85,10 @@ pub struct ActiveTarget {
     /// The target's labels after relabelling (`job`, `instance`, …).
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The scrape config (job) the target came from.
     #[serde(default)]
     pub scrape_pool: String,
+    /// The URL Prometheus scrapes, with its scheme, path and params.
     #[serde(default)]
     pub scrape_url: String,
     /// `up`, `down` or `unknown`.
@@ -72,9 +100,11 @@ pub struct ActiveTarget {
 }
 
 impl ActiveTarget {
+    /// The `job` label, empty when absent.
     pub fn job(&self) -> &str {
         self.labels.get("job").map(String::as_str).unwrap_or("")
     }
+    /// The `instance` label, empty when absent.
     pub fn instance(&self) -> &str {
         self.labels.get("instance").map(String::as_str).unwrap_or("")
     }

@@ -12,26 +12,47 @@ use crate::probe::{Phase, ProbeError};
 /// Why a probe failed: the first phase that broke. `None` on success.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Reason {
+    /// Success: nothing failed.
     None,
+    /// The name does not exist.
     DnsNxdomain,
+    /// No answer from the resolver in time.
     DnsTimeout,
+    /// Any other resolution failure (SERVFAIL, no records, …).
     DnsError,
+    /// TCP RST to the SYN: nothing listening, or a REJECT rule.
     ConnectRefused,
+    /// No answer to the SYN within the timeout: a black hole, a DROP rule, a NetworkPolicy.
     ConnectTimeout,
+    /// The kernel or an ICMP message says the host or network cannot be reached.
     Unreachable,
+    /// The handshake failed for a protocol reason: not TLS on that port, nothing in common, an alert.
     TlsHandshake,
+    /// The certificate chain does not verify against the configured roots (self-signed, unknown CA).
     TlsUntrusted,
+    /// The certificate is expired or not yet valid.
     TlsExpired,
+    /// The certificate does not cover the name asked for.
     TlsHostname,
+    /// The handshake did not finish in time.
     TlsTimeout,
+    /// The peer reset or closed the connection after it was established.
     ConnectionReset,
+    /// Connected, but the response did not finish in time (hangs, slow bodies).
     HttpTimeout,
+    /// The bytes back are not a valid HTTP response.
     HttpProtocol,
+    /// 401, 403 or 407 when not expected.
     HttpAuth,
+    /// A 5xx when not expected (the API-server proxy's `503 ServiceUnavailable`).
     HttpServerError,
+    /// Any other status `expect.status` does not allow.
     HttpStatus,
+    /// `expect.body_regex` did not match.
     BodyMismatch,
+    /// The body is over the configured cap.
     BodyTooLarge,
+    /// A `scrape` body is not valid exposition.
     ScrapeInvalid,
     /// A must-be-blocked target (`expect: { blocked: true }`) accepted the connection.
     UnexpectedlyReachable,

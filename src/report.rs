@@ -101,7 +101,9 @@ pub fn short(d: Duration) -> String {
 /// `check`'s flags.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hints {
+    /// The inventory's field names (`tls.ca_file`, `tls.server_name`).
     Inventory,
+    /// `check`'s flags (`--ca-file`, `--server-name`).
     Flags,
 }
 

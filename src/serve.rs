@@ -27,6 +27,7 @@ pub type Body = BoxBody<Bytes, Infallible>;
 
 /// Answers a GET by path.
 pub trait Routes: Send + Sync + 'static {
+    /// Answers a GET for `path`; `headers` let a route negotiate (`Accept`).
     fn respond(&self, path: &str, headers: &http::HeaderMap) -> http::Response<Body>;
 
     /// Answers a GET that may carry a query (`/mesh?bytes=N`); by default the query is ignored.
@@ -69,11 +70,16 @@ impl Default for Limits {
 pub enum ListenError {
     /// Another process holds the address.
     #[error("cannot listen on {addr}: address already in use; stop the other process or choose another address with --listen")]
-    InUse { addr: SocketAddr },
+    InUse {
+        /// The address asked for.
+        addr: SocketAddr,
+    },
     /// Any other bind failure.
     #[error("cannot listen on {addr}: {source}")]
     Other {
+        /// The address asked for.
         addr: SocketAddr,
+        /// Why the kernel refused.
         #[source]
         source: std::io::Error,
     },

@@ -16,10 +16,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 /// The probe kinds of the contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// A TCP connect, nothing sent.
     Tcp,
+    /// A TCP connect and a TLS handshake (certificate, name, expiry).
     Tls,
+    /// An HTTP request whose status (and optionally body) is judged.
     Http,
+    /// A Prometheus scrape: HTTP with Prometheus's headers, the body through the exposition parser.
     Scrape,
+    /// A name lookup only, optionally required to return given addresses.
     Dns,
 }
 
@@ -57,14 +62,18 @@ impl fmt::Display for Kind {
 /// Where a probe dials: a name to resolve or a literal address, and a port.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Endpoint {
+    /// The name or literal address to dial.
     pub host: Host,
+    /// The TCP port.
     pub port: u16,
 }
 
 /// A host as written in the inventory.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Host {
+    /// A literal address: dialled as is, no lookup.
     Ip(IpAddr),
+    /// A name, lowercased: resolved on every probe.
     Name(String),
 }
 
@@ -101,6 +110,7 @@ impl fmt::Display for Endpoint {
 pub struct Secret(Arc<str>);
 
 impl Secret {
+    /// Wraps a value just read from its file.
     pub fn new(value: impl Into<Arc<str>>) -> Secret {
         Secret(value.into())
     }
@@ -125,8 +135,18 @@ impl PartialEq for Secret {
 /// Credentials sent with an HTTP request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
-    Basic { username: String, password: Secret },
-    Bearer { token: Secret },
+    /// `Authorization: Basic`, from `basic_auth`.
+    Basic {
+        /// Sent as written in the inventory.
+        username: String,
+        /// Read from `password_file`.
+        password: Secret,
+    },
+    /// `Authorization: Bearer`, from `bearer_token_file`.
+    Bearer {
+        /// Read from `bearer_token_file`.
+        token: Secret,
+    },
 }
 
 /// Inclusive status ranges a response may have to count as success.
@@ -138,6 +158,7 @@ impl StatusRanges {
     pub fn default_2xx() -> StatusRanges {
         StatusRanges(vec![(200, 299)])
     }
+    /// Whether `status` falls in one of the ranges.
     pub fn allows(&self, status: u16) -> bool {
         self.0.iter().any(|&(lo, hi)| (lo..=hi).contains(&status))
     }
@@ -176,7 +197,9 @@ pub struct TlsSettings {
 
 /// A client certificate chain and its key.
 pub struct ClientIdentity {
+    /// The client certificate first, then any intermediates, as sent to the server.
     pub chain: Vec<CertificateDer<'static>>,
+    /// The private key of the first certificate.
     pub key: PrivateKeyDer<'static>,
 }
 
@@ -196,10 +219,15 @@ impl fmt::Debug for TlsSettings {
 pub struct HttpSpec {
     /// The URL without userinfo (validation refuses URLs with credentials).
     pub url: url::Url,
+    /// The request method (`GET` unless configured).
     pub method: http::Method,
+    /// Extra request headers, in the inventory's order.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Credentials; dropped when a redirect leaves the host.
     pub auth: Option<Auth>,
+    /// Statuses that count as success (default any 2xx).
     pub expect_status: StatusRanges,
+    /// If set, the body must match or the probe fails with `body_mismatch`.
     pub body_regex: Option<Regex>,
     /// Bytes of body read at most; more is `body_too_large`.
     pub body_limit: usize,
@@ -225,12 +253,19 @@ pub struct Target {
     pub cluster: String,
     /// `target_instance` label: `host:port` as Prometheus shows `instance`.
     pub instance: String,
+    /// What kind of probe to run.
     pub kind: Kind,
+    /// Where to dial.
     pub endpoint: Endpoint,
+    /// Time between the starts of two probes.
     pub interval: Duration,
+    /// Time one probe may take, all phases together.
     pub timeout: Duration,
+    /// For `tls`, `https` and `scrape+https`: the handshake's settings.
     pub tls: Option<TlsSettings>,
+    /// For `http` and `scrape` (and mesh probes): the request and its expected answer.
     pub http: Option<HttpSpec>,
+    /// For `dns`: the addresses the answer must contain.
     pub dns: DnsExpect,
     /// `expect: { blocked: true }`: success is the connection failing; connecting is
     /// `unexpectedly_reachable`.
@@ -245,7 +280,9 @@ pub struct Target {
 /// Which of the two mesh probes: the identity (small), or the MTU check's transfer (large).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Payload {
+    /// The identity answer: proves the peer agent answers.
     Small,
+    /// A padded answer of `bytes` bytes: finds paths that drop large packets (MTU black holes).
     Large,
 }
 
@@ -262,7 +299,9 @@ impl Payload {
 /// A mesh probe's peer: where its agent listens, and what is asked of it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PeerSpec {
+    /// The peer agent's listen address.
     pub address: std::net::SocketAddr,
+    /// Which of the two mesh probes this is.
     pub payload: Payload,
     /// Bytes asked for (`large` only; 0 for `small`).
     pub bytes: usize,
@@ -271,22 +310,31 @@ pub struct PeerSpec {
 /// A target the inventory lists as known-absent: exported as `pathprobe_target_expected 0`, never probed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AbsentTarget {
+    /// `target` label: the inventory name.
     pub name: String,
+    /// `target_job` label.
     pub job: String,
+    /// `target_cluster` label.
     pub cluster: String,
+    /// `target_instance` label.
     pub instance: String,
+    /// `kind` label, when the inventory gives one.
     pub kind: Option<Kind>,
+    /// Why it is absent, as the operator wrote it; shown on the `why` series and in `diagnose`.
     pub why: String,
 }
 
 /// Which network namespace the agent probes from (`network` label).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Network {
+    /// The node's own network namespace (`hostNetwork: true`).
     Host,
+    /// The pod network, as the workloads see it.
     Pod,
 }
 
 impl Network {
+    /// The `network` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Network::Host => "host",
@@ -305,16 +353,22 @@ pub struct ResolverSettings {
 /// The agent's own identity and settings.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
+    /// `source_cluster` label on every series: the cluster this agent runs in.
     pub source_cluster: String,
+    /// `network` label on every series: which namespace the probes leave from.
     pub network: Network,
+    /// Where names are resolved.
     pub resolver: ResolverSettings,
 }
 
 /// A validated inventory.
 #[derive(Debug, Clone)]
 pub struct Inventory {
+    /// Who this agent is and how it resolves.
     pub agent: AgentSettings,
+    /// The targets to probe.
     pub targets: Vec<Target>,
+    /// The documented-absent targets, exported but never probed.
     pub absent: Vec<AbsentTarget>,
     /// Files the inventory read (secrets, CAs, client identities): a change to any of them is
     /// a change to the inventory, so the agent reloads.

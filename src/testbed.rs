@@ -20,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// A running loopback server; stops when dropped.
 pub struct Server {
+    /// Where it listens (on loopback).
     pub addr: SocketAddr,
     task: JoinHandle<()>,
 }
@@ -33,12 +34,16 @@ impl Drop for Server {
 /// A canned HTTP answer.
 #[derive(Clone, Debug)]
 pub struct Reply {
+    /// The HTTP status.
     pub status: u16,
+    /// Response headers, as sent.
     pub headers: Vec<(&'static str, String)>,
+    /// The response body.
     pub body: Bytes,
 }
 
 impl Reply {
+    /// A reply with this status and body and no extra headers.
     pub fn new(status: u16, body: impl Into<Bytes>) -> Reply {
         Reply {
             status,
@@ -46,6 +51,7 @@ impl Reply {
             body: body.into(),
         }
     }
+    /// Adds a response header.
     pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Reply {
         self.headers.push((name, value.into()));
         self
@@ -54,7 +60,9 @@ impl Reply {
 
 /// What a request looked like, for handlers that answer by it.
 pub struct Seen<'a> {
+    /// The request path (without the query).
     pub path: &'a str,
+    /// The request's headers.
     pub headers: &'a http::HeaderMap,
 }
 
@@ -62,13 +70,17 @@ type Handler = Arc<dyn Fn(&Seen<'_>) -> Reply + Send + Sync>;
 
 /// A certificate and its key, as PEM and as rustls types.
 pub struct Issued {
+    /// The leaf certificate, PEM.
     pub cert_pem: String,
+    /// Its private key, PEM (PKCS#8).
     pub key_pem: String,
+    /// The leaf certificate, as a rustls chain.
     pub chain: Vec<CertificateDer<'static>>,
     key_der: Vec<u8>,
 }
 
 impl Issued {
+    /// The private key as rustls takes it.
     pub fn key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()))
     }
@@ -78,10 +90,12 @@ impl Issued {
 pub struct TestCa {
     cert: rcgen::Certificate,
     key: KeyPair,
+    /// The CA certificate, PEM: what a target's `ca_file` trusts.
     pub cert_pem: String,
 }
 
 impl TestCa {
+    /// A fresh CA with its own key.
     pub fn new() -> TestCa {
         let key = KeyPair::generate().expect("key generation");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("empty SANs are valid");

@@ -30,10 +30,13 @@ pub use status::Status;
 /// How the agent runs (from the command line).
 #[derive(Debug, Clone)]
 pub struct Options {
+    /// The inventory file (`--config`), re-read when it or a file it names changes.
     pub config: PathBuf,
+    /// Where `/metrics`, `/healthz`, `/readyz`, `/mesh` and the status page listen (`--listen`).
     pub listen: SocketAddr,
     /// `source_node`.
     pub node: String,
+    /// Probes in flight at most and start jitter (`--max-in-flight`, `--jitter`).
     pub schedule: schedule::Settings,
     /// How often the config file (and the files it names) is checked for changes.
     pub reload_poll: Duration,
@@ -78,7 +81,12 @@ impl Options {
 pub enum StartError {
     /// The inventory is invalid (exit 2).
     #[error("{path}: invalid\n{errors}")]
-    Config { path: String, errors: ConfigErrors },
+    Config {
+        /// The inventory file.
+        path: String,
+        /// Everything wrong with it, one per line.
+        errors: ConfigErrors,
+    },
     /// The endpoint could not listen.
     #[error(transparent)]
     Listen(#[from] ListenError),

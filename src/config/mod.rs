@@ -35,11 +35,14 @@ pub use validate::{
 /// whole) and what, with the fix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
+    /// The field's path, `targets[3].tls.ca_file`; empty for the file as a whole.
     pub path: String,
+    /// What is wrong, and the fix.
     pub message: String,
 }
 
 impl ConfigError {
+    /// An error at `path` (empty: the whole file).
     pub fn new(path: impl Into<String>, message: impl Into<String>) -> ConfigError {
         ConfigError {
             path: path.into(),
@@ -70,12 +73,15 @@ fn lines(errors: &[ConfigError]) -> String {
 }
 
 impl ConfigErrors {
+    /// The errors, in file order.
     pub fn iter(&self) -> impl Iterator<Item = &ConfigError> {
         self.0.iter()
     }
+    /// How many errors were found.
     pub fn len(&self) -> usize {
         self.0.len()
     }
+    /// True when nothing is wrong.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
@@ -96,7 +102,9 @@ impl From<ConfigError> for ConfigErrors {
 /// Something allowed but probably not meant. Same shape and display as [`ConfigError`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {
+    /// The field's path; empty for the file as a whole.
     pub path: String,
+    /// What looks off, and what to do if it was not meant.
     pub message: String,
 }
 
@@ -113,7 +121,9 @@ impl fmt::Display for ConfigWarning {
 /// A valid inventory and the warnings found on the way.
 #[derive(Debug, Clone)]
 pub struct Loaded {
+    /// The checked inventory, ready to run.
     pub inventory: Inventory,
+    /// Allowed but probably not meant; printed, never fatal.
     pub warnings: Vec<ConfigWarning>,
 }
 

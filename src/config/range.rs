@@ -10,9 +10,13 @@ use regex::Regex;
 /// (brackets kept for IPv6), `rest` is everything after the host (`:port/path?query`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UrlParts<'a> {
+    /// The scheme, without `://`.
     pub scheme: &'a str,
+    /// True when the URL holds `user[:password]@`, which validation refuses (never echoed).
     pub has_userinfo: bool,
+    /// The host as written: brackets kept for IPv6, a range left unexpanded.
     pub host: &'a str,
+    /// Everything after the host: `:port/path?query`.
     pub rest: &'a str,
 }
 

@@ -12,10 +12,15 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// `agent:` who this agent is and how it resolves names.
     pub agent: Option<RawAgent>,
+    /// `defaults:` what every target inherits.
     pub defaults: Option<RawDefaults>,
+    /// `targets:` what to probe.
     pub targets: Option<Vec<RawTarget>>,
+    /// `discovery:` more targets from a Prometheus.
     pub discovery: Option<RawDiscovery>,
+    /// `mesh:` the agents probe each other.
     pub mesh: Option<crate::mesh::config::RawMesh>,
 }
 
@@ -23,6 +28,7 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDiscovery {
+    /// The Prometheus whose active targets are probed; absent: no discovery.
     pub prometheus: Option<RawPrometheusDiscovery>,
 }
 
@@ -30,9 +36,11 @@ pub struct RawDiscovery {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPrometheusDiscovery {
+    /// The Prometheus to ask (its HTTP API); required.
     pub url: Option<String>,
     /// Anchored regexes on `job`; absent: every job.
     pub jobs: Option<Vec<String>>,
+    /// How often Prometheus is asked again (default `1m`).
     pub refresh: Option<Scalar>,
     /// What Prometheus's API does not reveal (credentials, TLS), per job regex: a target's fields.
     pub job_settings: Option<Vec<RawTarget>>,
@@ -42,9 +50,11 @@ pub struct RawPrometheusDiscovery {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
+    /// The `source_cluster` label; `--source-cluster` / `PATHPROBE_SOURCE_CLUSTER` can give it instead.
     pub source_cluster: Option<String>,
     /// `host` | `pod`; default `host`.
     pub network: Option<String>,
+    /// Nameservers to ask instead of the system's.
     pub resolver: Option<RawResolver>,
 }
 
@@ -60,8 +70,11 @@ pub struct RawResolver {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDefaults {
+    /// How often each target is probed (default `30s`).
     pub interval: Option<Scalar>,
+    /// How long one probe may take, all phases together (default `5s`).
     pub timeout: Option<Scalar>,
+    /// The most body an `http` or `scrape` probe reads, after decompression (default `4MiB`).
     pub body_limit: Option<Scalar>,
 }
 
@@ -69,21 +82,37 @@ pub struct RawDefaults {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTarget {
+    /// The `target` label; required.
     pub name: Option<String>,
+    /// The `target_job` label (default: the name); set it to Prometheus's `job` so alerts join.
     pub job: Option<String>,
+    /// The `target_cluster` label (default: `agent.source_cluster`).
     pub cluster: Option<String>,
+    /// `tcp`, `tls`, `http`, `scrape` or `dns`; required unless `expected: false`.
     pub kind: Option<String>,
+    /// Where an `http` or `scrape` probe goes; the host may be a last-octet range.
     pub url: Option<String>,
+    /// `host:port` for `tcp` and `tls` (the host may be a range), the name to resolve for `dns`.
     pub address: Option<String>,
+    /// Overrides `defaults.interval`.
     pub interval: Option<Scalar>,
+    /// Overrides `defaults.timeout`.
     pub timeout: Option<Scalar>,
+    /// For `kind: tls` and `https://` URLs.
     pub tls: Option<RawTls>,
+    /// HTTP basic auth, `http` and `scrape` only.
     pub basic_auth: Option<RawBasicAuth>,
+    /// A file holding a bearer token (a mounted Secret), `http` and `scrape` only.
     pub bearer_token_file: Option<String>,
+    /// Extra request headers; credentials and cookies are refused here (use the files).
     pub headers: Option<Headers>,
+    /// The request method, `http` only (default `GET`).
     pub method: Option<String>,
+    /// What counts as success beyond reaching the target.
     pub expect: Option<RawExpect>,
+    /// Overrides `defaults.body_limit`.
     pub body_limit: Option<Scalar>,
+    /// Redirects followed at most (default 0 for `http`, 10 for `scrape`).
     pub max_redirects: Option<Scalar>,
     /// Probe every address the name resolves to, each with its own series (default: the first
     /// address that works).
@@ -92,6 +121,7 @@ pub struct RawTarget {
     pub max_addresses: Option<Scalar>,
     /// `false`: a documented-absent target, listed and never probed.
     pub expected: Option<bool>,
+    /// Why the target is absent; required with `expected: false`.
     pub why: Option<String>,
 }
 
@@ -99,10 +129,15 @@ pub struct RawTarget {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
+    /// Skip certificate verification (expiry and subject are still recorded); not with `ca_file`.
     pub insecure_skip_verify: Option<bool>,
+    /// PEM certificate(s) to trust instead of the system's roots; may pin the server's own certificate.
     pub ca_file: Option<String>,
+    /// The name sent as SNI and checked against the certificate (default: the URL's or address's host).
     pub server_name: Option<String>,
+    /// The client certificate (chain) for mTLS, PEM; needs `key_file`.
     pub cert_file: Option<String>,
+    /// The private key of `cert_file`, PEM; one that does not match is refused at load.
     pub key_file: Option<String>,
 }
 
@@ -110,7 +145,9 @@ pub struct RawTls {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawBasicAuth {
+    /// The user name (no `:`); required.
     pub username: Option<String>,
+    /// The file holding the password; required.
     pub password_file: Option<String>,
 }
 
@@ -120,6 +157,7 @@ pub struct RawBasicAuth {
 pub struct RawExpect {
     /// Codes and ranges: `200`, `"300-399"`, `"2xx"`; one or a list.
     pub status: Option<OneOrMany>,
+    /// The body must match this regex (Rust syntax), else `body_mismatch`.
     pub body_regex: Option<String>,
     /// `dns` only: at least one of these must be answered.
     pub addresses: Option<Vec<String>>,
@@ -133,6 +171,7 @@ pub struct RawExpect {
 pub struct Scalar(pub String);
 
 impl Scalar {
+    /// The text as written, for validation to parse.
     pub fn as_str(&self) -> &str {
         &self.0
     }

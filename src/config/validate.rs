@@ -23,7 +23,9 @@ use crate::target::{
 
 /// The contract's defaults.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+/// `defaults.timeout` when none is given.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// `defaults.body_limit` when none is given: 4 MiB.
 pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
 /// The shortest interval: every node probes every target, so more often than once a second loads
 /// the targets (and the agent) without telling more.

@@ -23,7 +23,9 @@ pub const LOOK_BACK: &str = "1h";
 /// A target asked for on the command line: `JOB` or `JOB/INSTANCE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Selector {
+    /// The Prometheus `job` (an agent's `target_job`).
     pub job: String,
+    /// The `instance`; `None`: every instance of the job.
     pub instance: Option<String>,
 }
 
@@ -68,7 +70,9 @@ pub enum DiagnoseError {
     /// A selector names nothing Prometheus or any agent knows.
     #[error("{}", unknown_text(.unknown, .known_jobs))]
     Unknown {
+        /// The selectors that matched nothing, as typed.
         unknown: Vec<String>,
+        /// The jobs that are known, to suggest the right spelling.
         known_jobs: Vec<String>,
         /// The verdicts of the selectors that were found.
         found: Vec<Verdict>,
@@ -94,6 +98,7 @@ fn unknown_text(unknown: &[String], known: &[String]) -> String {
 /// The answer: one verdict per target, and what is worth saying about the evidence as a whole.
 #[derive(Debug, Clone)]
 pub struct Report {
+    /// One per target asked about; with no selector, every target that is down, failing somewhere or documented absent.
     pub verdicts: Vec<Verdict>,
     /// e.g. that no agent reports at all.
     pub warnings: Vec<String>,
@@ -102,6 +107,7 @@ pub struct Report {
 /// Everything Prometheus knows, joined per target.
 #[derive(Debug, Clone, Default)]
 pub struct Gathered {
+    /// One per target Prometheus scrapes or an agent probes.
     pub targets: Vec<Evidence>,
     /// How many agents (node × network) report any pathprobe series.
     pub agents: usize,

@@ -11,13 +11,21 @@ use crate::reason::Reason;
 /// The contract's verdicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Kind {
+    /// Prometheus scrapes it and every node reaches it.
     Healthy,
+    /// Every node fails; the reasons say how.
     TargetDown,
+    /// Some nodes fail, others reach it: the network between them, not the target.
     NodePathBroken,
+    /// Prometheus fails while every node reaches and scrapes it: look at the scrape config.
     ScrapeConfig,
+    /// The target refuses the credentials (401/403/407) from every node.
     AuthFailing,
+    /// Documented absent in the inventory.
     ExpectedAbsent,
+    /// A must-be-blocked target was reached.
     UnexpectedlyReachable,
+    /// No agent probes it.
     NoEvidence,
 }
 
@@ -73,6 +81,7 @@ impl fmt::Display for Kind {
 /// One agent's latest probe of the target: a series of `pathprobe_failure_reason`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Path {
+    /// The `source_node` that probed.
     pub node: String,
     /// `host` or `pod`.
     pub network: String,
@@ -93,7 +102,9 @@ impl Path {
 /// Everything known of one target.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Evidence {
+    /// Prometheus's `job` (the agents' `target_job`).
     pub job: String,
+    /// Prometheus's `instance` (the agents' `target_instance`).
     pub instance: String,
     /// Prometheus's `up`; `None` when Prometheus does not scrape it.
     pub up: Option<f64>,
@@ -107,12 +118,14 @@ pub struct Evidence {
     pub absent: Option<String>,
     /// The pathprobe `target` name, for the next command.
     pub target: Option<String>,
+    /// Every agent's latest probe of it.
     pub paths: Vec<Path>,
 }
 
 /// How many nodes probe it and which fail.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Nodes {
+    /// Nodes with at least one path to it.
     pub total: usize,
     /// Nodes with at least one failing path, sorted.
     pub failing: Vec<String>,
@@ -123,11 +136,17 @@ pub struct Nodes {
 /// The answer for one target.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
+    /// The target's `job`.
     pub job: String,
+    /// The target's `instance`.
     pub instance: String,
+    /// The one word.
     pub verdict: Kind,
+    /// Prometheus's `up`; `None` when Prometheus does not scrape it.
     pub up: Option<f64>,
+    /// How many nodes probe it and which fail.
     pub nodes: Nodes,
+    /// The scrape's last error, quoted for `scrape_config`.
     pub prometheus_error: Option<String>,
     /// What is wrong, from which nodes, in one or two sentences.
     pub summary: String,

@@ -21,12 +21,17 @@ pub struct Discovery {
     pub url: String,
     /// Anchored job regexes; empty: every job.
     pub jobs: Vec<Regex>,
+    /// How often Prometheus is asked again.
     pub refresh: Duration,
+    /// Per-job fields for what Prometheus's API does not reveal; the first match applies.
     pub job_settings: Vec<JobSettings>,
     /// The inventory's directory (relative files in `job_settings`).
     pub base_dir: PathBuf,
+    /// `defaults.interval`, for discovered targets without their own.
     pub interval: Duration,
+    /// `defaults.timeout`, for discovered targets without their own.
     pub timeout: Duration,
+    /// `defaults.body_limit`, for discovered targets without their own.
     pub body_limit: usize,
     /// `agent.source_cluster`, the default `target_cluster`.
     pub cluster: String,
@@ -35,7 +40,9 @@ pub struct Discovery {
 /// One `job_settings` entry: the jobs it applies to and the target fields it adds.
 #[derive(Debug, Clone)]
 pub struct JobSettings {
+    /// The anchored regex on Prometheus's `job`.
     pub job: Regex,
+    /// The target fields it adds (`tls`, `basic_auth`, `headers`, …), checked like a target's.
     pub fields: RawTarget,
     /// Its index, for messages.
     pub index: usize,

@@ -12,8 +12,11 @@ use crate::probe::mesh::MAX_PAYLOAD;
 
 /// The contract's defaults.
 pub const DEFAULT_REFRESH: Duration = Duration::from_secs(30);
+/// `mesh.interval`'s default: how often each peer is probed.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
+/// `mesh.timeout`'s default: each mesh probe's budget.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `mesh.large_payload`'s default: the MTU check's transfer in bytes.
 pub const DEFAULT_LARGE_PAYLOAD: usize = 8 * 1024;
 /// More than this many peers per node is no longer a bounded fan-out.
 pub const MAX_PEERS_PER_NODE: usize = 1000;
@@ -22,12 +25,19 @@ pub const MAX_PEERS_PER_NODE: usize = 1000;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMesh {
+    /// Where the list of agents comes from; required.
     pub peers: Option<RawPeers>,
+    /// The peers' port when the list gives bare addresses (default: this agent's listen port).
     pub port: Option<Scalar>,
+    /// How often the peer list is re-read (default `30s`).
     pub refresh: Option<Scalar>,
+    /// How often each peer is probed (default `10s`).
     pub interval: Option<Scalar>,
+    /// Each mesh probe's time budget (default `2s`).
     pub timeout: Option<Scalar>,
+    /// k > 0: each node is probed by the k agents rendezvous hashing picks (default 0: every peer).
     pub peers_per_node: Option<Scalar>,
+    /// The MTU check's transfer size, at most 64KiB; `0` turns it off (default `8KiB`).
     pub large_payload: Option<Scalar>,
 }
 
@@ -54,11 +64,15 @@ pub enum PeerSource {
 /// Checked `mesh:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MeshSettings {
+    /// Where the list of agents comes from.
     pub peers: PeerSource,
     /// The peers' port; `None`: this agent's own listen port.
     pub port: Option<u16>,
+    /// How often the peer list is re-read.
     pub refresh: Duration,
+    /// How often each peer is probed.
     pub interval: Duration,
+    /// Each mesh probe's time budget.
     pub timeout: Duration,
     /// 0: every peer.
     pub peers_per_node: usize,

@@ -63,6 +63,7 @@ struct State {
 }
 
 impl Mesh {
+    /// A mesh for the agent listening at `local` (to recognise itself among the peers), with no peers yet.
     pub fn new(local: SocketAddr) -> Mesh {
         Mesh {
             local,

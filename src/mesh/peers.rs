@@ -14,7 +14,9 @@ use crate::probe::Resolver;
 /// One refresh's outcome.
 #[derive(Debug)]
 pub enum Refresh {
+    /// The agents' addresses this refresh found.
     Peers(Vec<SocketAddr>),
+    /// The list could not be read (the message says why); the last list keeps being probed.
     Failed(String),
 }
 

@@ -50,10 +50,12 @@ impl TargetLabels {
         }
     }
 
+    /// The labels of a target to probe.
     pub fn of(target: &Target) -> TargetLabels {
         TargetLabels::from_parts(TargetKey(target).parts())
     }
 
+    /// The labels of a documented-absent target (its `kind` label empty when the inventory gives none).
     pub fn of_absent(target: &AbsentTarget) -> TargetLabels {
         TargetLabels::from_parts([
             &target.name,
@@ -68,6 +70,7 @@ impl TargetLabels {
 /// A target identity, owned ([`TargetLabels`]) or borrowed ([`TargetKey`]): maps keyed by
 /// `TargetLabels` are looked up with a borrowed `&Target`, so recording a probe builds no strings.
 pub trait Identity {
+    /// `target`, `target_job`, `target_instance`, `target_cluster`, `kind`, in that order.
     fn parts(&self) -> [&str; 5];
 }
 
@@ -133,8 +136,11 @@ impl<'a> Borrow<dyn Identity + 'a> for TargetLabels {
 /// Who is probing: the source labels on every series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Source {
+    /// `source_node`: the node this agent runs on.
     pub node: String,
+    /// `source_cluster`: the cluster this agent runs in.
     pub cluster: String,
+    /// `network`: `host` or `pod`.
     pub network: String,
 }
 
@@ -328,11 +334,14 @@ struct Discovery {
 /// A reload's outcome, the `result` label of `pathprobe_config_reloads_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReloadResult {
+    /// The new inventory was applied.
     Success,
+    /// The new inventory was refused; the old one keeps running.
     Failure,
 }
 
 impl ReloadResult {
+    /// Both outcomes, so each counter is exported from zero.
     pub const ALL: [ReloadResult; 2] = [ReloadResult::Success, ReloadResult::Failure];
 
     fn as_str(self) -> &'static str {
@@ -344,6 +353,7 @@ impl ReloadResult {
 }
 
 impl Exporter {
+    /// An exporter with no targets yet, for this agent's source labels.
     pub fn new(source: &Source) -> Exporter {
         let mut source_labels = String::new();
         label(&mut source_labels, "network", &source.network);

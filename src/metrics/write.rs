@@ -650,10 +650,12 @@ impl Exposition {
         self
     }
 
+    /// Text or OpenMetrics, as negotiated.
     pub fn format(&self) -> Format {
         self.format
     }
 
+    /// The `Content-Type` for the response.
     pub fn content_type(&self) -> &'static str {
         match self.format {
             Format::Text => TEXT_CONTENT_TYPE,

@@ -18,8 +18,11 @@ use crate::target::{Auth, Endpoint, Host, HttpSpec, Target, TlsSettings};
 /// The parts of a response the probe kinds judge.
 #[derive(Debug)]
 pub struct Response {
+    /// The HTTP status.
     pub status: u16,
+    /// The response headers.
     pub headers: HeaderMap,
+    /// The body, decompressed, at most the target's `body_limit`.
     pub body: Bytes,
 }
 

@@ -18,8 +18,11 @@ pub const MAX_PAYLOAD: usize = 64 * 1024;
 /// A pathprobe agent's answer to `GET /mesh`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identity {
+    /// The peer's `source_node`.
     pub node: String,
+    /// The peer's `source_cluster`.
     pub source_cluster: String,
+    /// The peer's `network`: `host` or `pod`.
     pub network: String,
     /// `ready`, `starting` or `draining`.
     #[serde(default = "ready")]

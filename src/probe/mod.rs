@@ -30,13 +30,17 @@ pub use resolve::{DnsLookup, Family, FamilyLookup, FamilyOutcome, Resolver};
 /// A phase of a probe, as the `phase` label names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Phase {
+    /// Looking up the target's name.
     Resolve,
+    /// The TCP connect (SYN to established).
     Connect,
+    /// The TLS handshake.
     Tls,
     /// From sending the request to the response headers (first byte).
     Request,
     /// Reading the body.
     Transfer,
+    /// The whole probe, start to verdict.
     Total,
 }
 
@@ -51,6 +55,7 @@ impl Phase {
         Phase::Total,
     ];
 
+    /// The `phase` label value.
     pub fn as_str(self) -> &'static str {
         match self {
             Phase::Resolve => "resolve",
@@ -76,7 +81,9 @@ pub struct TlsFacts {
     pub version: String,
     /// e.g. `TLS13_AES_256_GCM_SHA384`; empty when not agreed.
     pub cipher: String,
+    /// When the server's certificate expires, even when it failed verification.
     pub peer_cert_not_after: Option<SystemTime>,
+    /// The certificate's subject, to tell which certificate was served.
     pub peer_cert_subject: Option<String>,
     /// The names the certificate holds (subjectAltName DNS names and IP addresses), to say
     /// which names it is for when it is not for the one asked for.
@@ -94,7 +101,9 @@ pub struct Trace {
     pub resolved: Vec<IpAddr>,
     /// How the target's name lookup went, family by family (`None` for a literal address).
     pub dns: Option<DnsLookup>,
+    /// The final response's status (after redirects).
     pub http_status: Option<u16>,
+    /// What the handshake showed, for kinds that speak TLS.
     pub tls: Option<TlsFacts>,
     /// Samples in a scrape body.
     pub samples: Option<u64>,
@@ -113,6 +122,7 @@ impl Trace {
         }
     }
 
+    /// The time recorded for `phase`, if it ran.
     pub fn phase(&self, phase: Phase) -> Option<Duration> {
         self.phases.iter().find(|(p, _)| *p == phase).map(|(_, d)| *d)
     }
@@ -139,11 +149,14 @@ impl Trace {
 /// The instant a probe must be done by, and the budget it was given (for messages).
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
+    /// When the probe's time is up.
     pub at: Instant,
+    /// The whole probe's timeout, quoted in timeout messages.
     pub budget: Duration,
 }
 
 impl Deadline {
+    /// A deadline `budget` from now.
     pub fn after(budget: Duration) -> Deadline {
         Deadline {
             at: Instant::now() + budget,
@@ -192,31 +205,44 @@ pub enum HttpError {
 pub enum ProbeError {
     /// A phase ran out of the probe's time budget.
     #[error("{phase} did not finish within the {after:?} timeout")]
-    Timeout { phase: Phase, after: Duration },
+    Timeout {
+        /// The phase that was running when the time ran out.
+        phase: Phase,
+        /// The probe's whole timeout.
+        after: Duration,
+    },
     /// Resolving the host failed.
     #[error("resolving {host}: {source}")]
     Resolve {
+        /// The name being resolved.
         host: String,
+        /// The resolver's verdict.
         #[source]
         source: ResolveError,
     },
     /// A `dns` probe got answers, but not the expected address.
     #[error("{host} resolved to {got}, expected one of {expected}")]
     DnsUnexpected {
+        /// The name asked for.
         host: String,
+        /// The addresses answered, comma-separated.
         got: String,
+        /// The addresses `expect.addresses` wanted, comma-separated.
         expected: String,
     },
     /// The TCP connect failed.
     #[error("connecting to {addr}: {source}")]
     Connect {
+        /// The address dialled.
         addr: SocketAddr,
+        /// The socket error (refused, timed out, unreachable, …).
         #[source]
         source: std::io::Error,
     },
     /// The TLS handshake failed (the rustls error, if any, is inside).
     #[error("TLS handshake: {source}")]
     Tls {
+        /// The I/O error; a rustls error, if any, is inside it.
         #[source]
         source: std::io::Error,
     },
@@ -224,19 +250,27 @@ pub enum ProbeError {
     /// (plain HTTP, most often, when `https://` was asked for).
     #[error("not TLS: the server's answer is not a TLS record ({source}); it speaks another protocol on that port, plain HTTP most often")]
     NotTls {
+        /// What the TLS layer made of the bytes it got.
         #[source]
         source: std::io::Error,
     },
     /// The HTTP exchange failed.
     #[error("HTTP {phase}: {source}")]
     Http {
+        /// `request` (sending, waiting for headers) or `transfer` (reading the body).
         phase: Phase,
+        /// hyper's, the socket's, or the decoder's error.
         #[source]
         source: HttpError,
     },
     /// The response status is not allowed by `expect.status`.
     #[error("status {status} is not in the expected {expected}")]
-    Status { status: u16, expected: String },
+    Status {
+        /// The status received.
+        status: u16,
+        /// The allowed statuses, as `expect.status` reads (`200-299`).
+        expected: String,
+    },
     /// A redirect could not be followed.
     #[error("redirect: {0}")]
     Redirect(String),
@@ -246,10 +280,16 @@ pub enum ProbeError {
     Request(String),
     /// `expect.body_regex` did not match.
     #[error("body does not match /{regex}/")]
-    BodyMismatch { regex: String },
+    BodyMismatch {
+        /// The regex as configured.
+        regex: String,
+    },
     /// The body is over the cap.
     #[error("body is over the {limit}-byte cap")]
-    BodyTooLarge { limit: usize },
+    BodyTooLarge {
+        /// The target's `body_limit` in bytes.
+        limit: usize,
+    },
     /// The scrape body is not valid exposition.
     #[error("invalid exposition: {0}")]
     ScrapeInvalid(String),
@@ -258,12 +298,16 @@ pub enum ProbeError {
     NotAnAgent(String),
     /// A must-be-blocked target accepted the connection.
     #[error("connected to {addr}, which must be blocked")]
-    UnexpectedlyReachable { addr: SocketAddr },
+    UnexpectedlyReachable {
+        /// The address that accepted.
+        addr: SocketAddr,
+    },
 }
 
 /// What every probe needs besides its target: the resolver.
 #[derive(Clone)]
 pub struct ProbeContext {
+    /// Shared by every probe: configuration read once, a fresh client per lookup.
     pub resolver: Arc<Resolver>,
     /// All-address mode: this host name "resolves" to just this address, so each address of a
     /// name is probed through the same code as the default mode.
@@ -283,9 +327,13 @@ impl ProbeContext {
 /// The outcome of one probe.
 #[derive(Debug, Clone)]
 pub struct ProbeResult {
+    /// What kind of probe ran.
     pub kind: Kind,
+    /// The first phase that broke, as a contract reason; `none` for success.
     pub reason: Reason,
+    /// Per-phase timings and what the probe learned on the way.
     pub trace: Trace,
+    /// The whole probe, start to verdict.
     pub total: Duration,
     /// The error chain as text, for people; never carries secrets.
     pub error: Option<String>,
@@ -296,6 +344,7 @@ pub struct ProbeResult {
 }
 
 impl ProbeResult {
+    /// True when nothing failed.
     pub fn success(&self) -> bool {
         self.reason == Reason::None
     }
@@ -304,14 +353,18 @@ impl ProbeResult {
 /// One address's outcome in all-address mode.
 #[derive(Debug, Clone)]
 pub struct AddressResult {
+    /// The address probed.
     pub address: SocketAddr,
+    /// This address's reason; `none` for success.
     pub reason: Reason,
     /// From the probe's start (the shared lookup included) to this address's end.
     pub total: Duration,
+    /// This address's error chain as text, for people; never carries secrets.
     pub error: Option<String>,
 }
 
 impl AddressResult {
+    /// True when this address passed.
     pub fn success(&self) -> bool {
         self.reason == Reason::None
     }

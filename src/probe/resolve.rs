@@ -43,6 +43,7 @@ pub enum Family {
 }
 
 impl Family {
+    /// Both families, A first: the counters are exported from zero for each.
     pub const ALL: [Family; 2] = [Family::V4, Family::V6];
 
     /// The `family` label value.
@@ -79,6 +80,7 @@ pub enum FamilyOutcome {
 }
 
 impl FamilyOutcome {
+    /// Every outcome, so each `pathprobe_dns_lookups_total` series exists from the start.
     pub const ALL: [FamilyOutcome; 5] = [
         FamilyOutcome::Answered,
         FamilyOutcome::Empty,
@@ -102,7 +104,9 @@ impl FamilyOutcome {
 /// One family's part of a lookup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FamilyLookup {
+    /// A or AAAA.
     pub family: Family,
+    /// How the question for this family went.
     pub outcome: FamilyOutcome,
     /// From asking to the answer, or to giving up on it.
     pub took: Duration,
@@ -111,6 +115,7 @@ pub struct FamilyLookup {
 /// How a name's lookup went, family by family (A first).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DnsLookup {
+    /// A's part, then AAAA's.
     pub families: [FamilyLookup; 2],
 }
 
