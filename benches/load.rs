@@ -229,15 +229,29 @@ fn free_port() -> SocketAddr {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
 }
 
-fn wait_ready(addr: SocketAddr, path: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some((200, _, _)) = get(addr, path) {
-            return;
+/// Starts a contender listening on a free loopback port (`start` gets the address) and waits
+/// until `path` answers 200. The port is free when picked but may be taken before the contender
+/// binds it (this machine's other processes open loopback connections all the time): a
+/// contender that exits meanwhile is started again on another port.
+fn start_ready(path: &str, mut start: impl FnMut(SocketAddr) -> Option<Child>) -> Option<(Killed, SocketAddr)> {
+    for _ in 0..5 {
+        let addr = free_port();
+        let mut child = Killed(start(addr)?);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Some((200, _, _)) = get(addr, path) {
+                return Some((child, addr));
+            }
+            if child.0.try_wait().ok().flatten().is_some() {
+                break; // exited: most likely the port was taken
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        if Instant::now() >= deadline {
+            panic!("{addr}{path} never became ready");
+        }
     }
-    panic!("{addr}{path} never became ready");
+    panic!("{path}: the contender exited at start five times");
 }
 
 struct Killed(Child);
@@ -386,20 +400,21 @@ fn run_pathprobe(bin: &Path, dir: &Path, targets: &Targets, kind: Kind, n: usize
     }
     let config = dir.join(format!("inventory-{}-{n}.yaml", kind.as_str()));
     std::fs::write(&config, inv).unwrap();
-    let listen = free_port();
-    let child = Command::new(bin)
-        .args(["run", "--config"])
-        .arg(&config)
-        .args(["--listen", &listen.to_string(), "--max-in-flight", "128"])
-        .env("NODE_NAME", "load-node")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting pathprobe");
-    let child = Killed(child);
+    let (child, listen) = start_ready("/readyz", |listen| {
+        let child = Command::new(bin)
+            .args(["run", "--config"])
+            .arg(&config)
+            .args(["--listen", &listen.to_string(), "--max-in-flight", "128"])
+            .env("NODE_NAME", "load-node")
+            .env("RUST_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting pathprobe");
+        Some(child)
+    })
+    .expect("pathprobe starts");
     let pid = child.0.id();
-    wait_ready(listen, "/readyz", Duration::from_secs(30));
     std::thread::sleep(plan.warmup(n));
     let before = get(listen, "/metrics").expect("scraping pathprobe").1;
     let mut sampler = Sampler::start(pid);
@@ -510,18 +525,17 @@ fn run_blackbox(
     n: usize,
     plan: &Plan,
 ) -> Option<Figures> {
-    let listen = free_port();
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--web.listen-address={listen}"))
-        .arg("--log.level=error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let child = Killed(child);
+    let (child, listen) = start_ready("/-/healthy", |listen| {
+        Command::new(bin)
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--web.listen-address={listen}"))
+            .arg("--log.level=error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .ok()
+    })?;
     let pid = child.0.id();
-    wait_ready(listen, "/-/healthy", Duration::from_secs(30));
     let module = if kind == Kind::Tcp { "tcp_connect" } else { "http_2xx" };
     let pool = Arc::new(Pool {
         addr: listen,

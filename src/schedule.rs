@@ -2,22 +2,27 @@
 //! target is an identity and an interval to it, and [`Hooks`] say how to probe one and what to
 //! do with the outcome.
 //!
-//! Each target has a tick loop with a fixed phase in its interval: a stable hash of its identity
-//! spreads targets over the interval (no thundering herd at start or after a reload), plus an
-//! optional random jitter. A tick whose previous probe still runs is skipped and counted. A
-//! global semaphore caps probes in flight; waiting for it shows as scheduler lag. A reload keeps
-//! the tick loop of every target whose identity is unchanged and swaps in its new settings.
+//! Each target has a fixed phase in its interval: a stable hash of its identity spreads targets
+//! over the interval (no thundering herd at start or after a reload), plus an optional random
+//! jitter. A tick whose previous probe still runs is skipped and counted. A global semaphore
+//! caps probes in flight; waiting for it shows as scheduler lag. A reload keeps the phase of
+//! every target whose identity is unchanged and swaps in its new settings.
+//!
+//! One task drives every target from one timetable (a slab of targets and a binary heap of their
+//! next ticks), rather than a task and a timer per target: at 10,000 targets a tick loop per
+//! target cost about a kilobyte each (the task, its cancellation tokens, its wake-up), the
+//! timetable a few dozen bytes. A probe is a task only while it runs.
 
+use std::cmp::Reverse;
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::future::Future;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -29,7 +34,7 @@ pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// What the scheduler calls; the agent implements it with the probe engine and the exporter.
 pub trait Hooks: Send + Sync + 'static {
-    /// What a probe hands back for `finished` to record.
+    /// What one probe yields (the agent's [`crate::probe::ProbeResult`]).
     type Outcome: Send + 'static;
     /// Probes the target once.
     fn run(&self, target: Arc<Target>) -> BoxFuture<Self::Outcome>;
@@ -59,53 +64,181 @@ impl Default for Settings {
     }
 }
 
-/// One target's live state, shared by its tick loop and its running probe.
+/// One target in the timetable.
 struct Slot {
-    /// The current settings; swapped on reload. Held while recording an outcome, so removal and
-    /// recording cannot interleave.
-    target: Mutex<Arc<Target>>,
-    running: AtomicBool,
-    /// Cancelled when the target leaves the inventory: its running probe is then not recorded.
-    removed: CancellationToken,
-    /// Cancelled when the agent stops scheduling (a child of the scheduler's token): running
-    /// probes still finish and are recorded.
+    /// The current settings; swapped on reload.
+    target: Arc<Target>,
+    /// Its next tick.
+    next: Instant,
+    /// Which heap entry is this slot's current tick: entries left behind by a reschedule or a
+    /// removal carry an older number and are dropped when they come up.
+    generation: u32,
+    /// Which target holds the slot (slots are reused): tells a running probe whether its
+    /// target is still scheduled.
+    born: u32,
+    /// A probe of the target runs (or waits for a permit).
+    running: bool,
+}
+
+/// A planned tick: the heap orders by time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Tick {
+    at: Instant,
+    slot: u32,
+    generation: u32,
+}
+
+/// Every scheduled target and the heap of their next ticks.
+#[derive(Default)]
+struct Timetable {
+    index: HashMap<TargetLabels, u32>,
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    ticks: BinaryHeap<Reverse<Tick>>,
+    generations: u32,
+}
+
+/// What the driver does with a tick that came due, outside the timetable's lock.
+struct Due {
+    target: Arc<Target>,
+    slot: u32,
+    born: u32,
+    scheduled: Instant,
+    /// The previous probe still runs: count a skip instead.
+    skip: bool,
+}
+
+impl Timetable {
+    fn next_generation(&mut self) -> u32 {
+        self.generations = self.generations.wrapping_add(1);
+        self.generations
+    }
+
+    /// The slot if it still holds the target a probe was started for.
+    fn live(&mut self, slot: u32, born: u32) -> Option<&mut Slot> {
+        self.slots.get_mut(slot as usize)?.as_mut().filter(|s| s.born == born)
+    }
+
+    /// Plans `slot`'s next tick at `at`, leaving any earlier plan to be dropped when it comes up.
+    fn plan(&mut self, slot: u32, at: Instant) {
+        let generation = self.next_generation();
+        let s = self.slots[slot as usize].as_mut().expect("planned slots are occupied");
+        s.next = at;
+        s.generation = generation;
+        self.ticks.push(Reverse(Tick { at, slot, generation }));
+    }
+
+    /// Takes every tick due at `now`: a probe to start, or a skip when the previous one still
+    /// runs. Each target's next tick is planned one interval on, past `now` after a stall.
+    fn take_due(&mut self, now: Instant, due: &mut Vec<Due>) {
+        while let Some(&Reverse(tick)) = self.ticks.peek() {
+            if tick.at > now {
+                break;
+            }
+            self.ticks.pop();
+            let Some(s) = self.slots[tick.slot as usize]
+                .as_mut()
+                .filter(|s| s.generation == tick.generation)
+            else {
+                continue; // rescheduled or removed since
+            };
+            let skip = s.running;
+            s.running = true;
+            due.push(Due {
+                target: s.target.clone(),
+                slot: tick.slot,
+                born: s.born,
+                scheduled: tick.at,
+                skip,
+            });
+            let interval = s.target.interval.max(Duration::from_millis(1));
+            let mut next = tick.at + interval;
+            // After a stall (a suspended VM, a stopped process), resume on the next future tick
+            // rather than firing every missed one at once.
+            if next < now {
+                let missed = ((now - next).as_nanos() / interval.as_nanos()) as u32 + 1;
+                next += interval * missed;
+            }
+            s.next = next;
+            self.ticks.push(Reverse(Tick {
+                at: next,
+                slot: tick.slot,
+                generation: tick.generation,
+            }));
+        }
+        // Reschedules leave stale entries behind; rebuild once they outnumber the live ones.
+        if self.ticks.len() > 2 * self.index.len() + 64 {
+            self.ticks = self
+                .slots
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    let s = s.as_ref()?;
+                    Some(Reverse(Tick {
+                        at: s.next,
+                        slot: i as u32,
+                        generation: s.generation,
+                    }))
+                })
+                .collect();
+        }
+    }
+
+    fn first(&self) -> Option<Instant> {
+        self.ticks.peek().map(|Reverse(t)| t.at)
+    }
+}
+
+/// What the driver and the probe tasks share.
+struct Inner<H: Hooks> {
+    hooks: Arc<H>,
+    table: Mutex<Timetable>,
+    permits: Semaphore,
+    /// Cancelled when the agent stops scheduling: running probes still finish and are recorded.
     stop: CancellationToken,
-    /// Woken when a reload changes the interval, so a shorter one applies now, not after the
-    /// tick already planned with the old one.
-    interval_changed: tokio::sync::Notify,
+    /// Woken when a reload plans a tick earlier than the one the driver sleeps for.
+    wake: Notify,
+    probes: TaskTracker,
+}
+
+impl<H: Hooks> Inner<H> {
+    fn table(&self) -> MutexGuard<'_, Timetable> {
+        self.table.lock().expect("not poisoned")
+    }
 }
 
 /// The running schedule of an inventory.
 pub struct Scheduler<H: Hooks> {
-    hooks: Arc<H>,
+    inner: Arc<Inner<H>>,
     settings: Settings,
-    permits: Arc<Semaphore>,
-    slots: HashMap<TargetLabels, Arc<Slot>>,
-    stop: CancellationToken,
-    probes: TaskTracker,
+    driving: bool,
 }
 
 /// What a reload changed, by target identity.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Applied {
-    /// Identities that were not scheduled before: they start.
+    /// Targets new to the schedule.
     pub added: Vec<TargetLabels>,
-    /// Identities that stay: they keep their phase and take the new settings.
+    /// Targets kept (with their phase), with their settings replaced.
     pub updated: Vec<TargetLabels>,
-    /// Identities no longer in the inventory: stopped, their running probe not recorded.
+    /// Targets no longer scheduled; a probe of theirs still running is not recorded.
     pub removed: Vec<TargetLabels>,
 }
 
 impl<H: Hooks> Scheduler<H> {
-    /// A scheduler with no targets; nothing runs until `apply`.
+    /// An empty schedule; [`Scheduler::apply`] gives it targets.
     pub fn new(hooks: Arc<H>, settings: Settings) -> Scheduler<H> {
         Scheduler {
-            hooks,
+            inner: Arc::new(Inner {
+                hooks,
+                table: Mutex::new(Timetable::default()),
+                permits: Semaphore::new(settings.max_in_flight.max(1)),
+                stop: CancellationToken::new(),
+                wake: Notify::new(),
+                probes: TaskTracker::new(),
+            }),
             settings,
-            permits: Arc::new(Semaphore::new(settings.max_in_flight.max(1))),
-            slots: HashMap::new(),
-            stop: CancellationToken::new(),
-            probes: TaskTracker::new(),
+            driving: false,
         }
     }
 
@@ -114,51 +247,82 @@ impl<H: Hooks> Scheduler<H> {
     /// Takes targets or `Arc`s of them: the agent shares one copy of each target with its
     /// status rows.
     pub fn apply<T: Into<Arc<Target>>>(&mut self, targets: impl IntoIterator<Item = T>) -> Applied {
-        let mut applied = Applied::default();
-        let mut wanted: HashMap<TargetLabels, Arc<Target>> = HashMap::new();
-        for t in targets {
+        self.apply_keyed(targets.into_iter().map(|t| {
             let t = t.into();
-            wanted.insert(TargetLabels::of(&t), t);
-        }
-        self.slots.retain(|key, slot| {
+            (TargetLabels::of(&t), t)
+        }))
+    }
+
+    /// [`Scheduler::apply`] with each target's identity already made: the timetable keeps that
+    /// key (its text shared with the exporter's and the status rows') rather than its own copy.
+    pub fn apply_keyed(&mut self, targets: impl IntoIterator<Item = (TargetLabels, Arc<Target>)>) -> Applied {
+        let mut applied = Applied::default();
+        let wanted: HashMap<TargetLabels, Arc<Target>> = targets.into_iter().collect();
+        let now = Instant::now();
+        let mut table = self.inner.table();
+        let before = table.first();
+        let Timetable { index, slots, free, .. } = &mut *table;
+        index.retain(|key, &mut i| {
             if wanted.contains_key(key) {
                 return true;
             }
-            let _held = slot.target.lock().expect("not poisoned");
-            slot.removed.cancel();
+            // Under the lock a finishing probe takes to record: once this returns, a probe of
+            // the removed target is recorded as gone.
+            slots[i as usize] = None;
+            free.push(i);
             applied.removed.push(key.clone());
             false
         });
-        let now = Instant::now();
+        // Exactly the room a fleet needs, not up to twice it from doubling.
+        let more = wanted.len().saturating_sub(table.index.len());
+        table.index.reserve(more);
+        let room = wanted.len().saturating_sub(table.slots.len());
+        table.slots.reserve_exact(room);
+        let ticks = wanted.len().saturating_sub(table.ticks.len());
+        table.ticks.reserve_exact(ticks);
         for (key, target) in wanted {
-            if let Some(slot) = self.slots.get(&key) {
-                let mut current = slot.target.lock().expect("not poisoned");
-                let changed = current.interval != target.interval;
-                *current = target;
-                drop(current);
-                if changed {
-                    slot.interval_changed.notify_one();
+            if let Some(&i) = table.index.get(&key) {
+                let s = table.slots[i as usize].as_mut().expect("indexed slots are occupied");
+                let interval = target.interval;
+                let changed = s.target.interval != interval;
+                s.target = target;
+                // A shorter interval applies now, not after the tick planned with the old one.
+                let sooner = now + interval;
+                if changed && sooner < s.next {
+                    table.plan(i, sooner);
                 }
                 applied.updated.push(key);
                 continue;
             }
             let first = now + self.offset(&key, target.interval);
-            let slot = Arc::new(Slot {
-                target: Mutex::new(target),
-                running: AtomicBool::new(false),
-                removed: CancellationToken::new(),
-                stop: self.stop.child_token(),
-                interval_changed: tokio::sync::Notify::new(),
-            });
-            tokio::spawn(tick_loop(
-                slot.clone(),
-                self.hooks.clone(),
-                self.permits.clone(),
-                self.probes.clone(),
-                first,
-            ));
-            self.slots.insert(key.clone(), slot);
+            let slot = Slot {
+                target,
+                next: first,
+                generation: 0,
+                born: table.next_generation(),
+                running: false,
+            };
+            let i = match table.free.pop() {
+                Some(i) => {
+                    table.slots[i as usize] = Some(slot);
+                    i
+                }
+                None => {
+                    table.slots.push(Some(slot));
+                    (table.slots.len() - 1) as u32
+                }
+            };
+            table.plan(i, first);
+            table.index.insert(key.clone(), i);
             applied.added.push(key);
+        }
+        let after = table.first();
+        drop(table);
+        if !self.driving {
+            self.driving = true;
+            tokio::spawn(drive(self.inner.clone()));
+        } else if after.is_some() && (before.is_none() || after < before) {
+            self.inner.wake.notify_one();
         }
         applied
     }
@@ -170,19 +334,26 @@ impl<H: Hooks> Scheduler<H> {
 
     /// Targets scheduled now.
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.inner.table().index.len()
     }
 
-    /// True when no target is scheduled.
+    /// No target is scheduled.
     pub fn is_empty(&self) -> bool {
-        self.slots.is_empty()
+        self.len() == 0
     }
 
     /// Stops starting probes, then waits up to `grace` for the running ones. True if all ended.
     pub async fn drain(&mut self, grace: Duration) -> bool {
-        self.stop.cancel();
-        self.probes.close();
-        tokio::time::timeout(grace, self.probes.wait()).await.is_ok()
+        self.inner.stop.cancel();
+        self.inner.probes.close();
+        tokio::time::timeout(grace, self.inner.probes.wait()).await.is_ok()
+    }
+}
+
+impl<H: Hooks> Drop for Scheduler<H> {
+    /// A dropped schedule starts no more probes (the driver ends; running probes finish).
+    fn drop(&mut self) {
+        self.inner.stop.cancel();
     }
 }
 
@@ -200,75 +371,75 @@ fn random_fraction() -> f64 {
     (r >> 11) as f64 / (1u64 << 53) as f64
 }
 
-async fn tick_loop<H: Hooks>(
-    slot: Arc<Slot>,
-    hooks: Arc<H>,
-    permits: Arc<Semaphore>,
-    probes: TaskTracker,
-    first: Instant,
-) {
-    let mut next = first;
+/// The one task that starts every probe: sleeps until the first planned tick, takes what is
+/// due, and starts (or skips) each outside the timetable's lock.
+async fn drive<H: Hooks>(inner: Arc<Inner<H>>) {
+    let mut due = Vec::new();
+    let sleep = tokio::time::sleep_until(Instant::now());
+    tokio::pin!(sleep);
     loop {
-        tokio::select! {
-            _ = slot.removed.cancelled() => return,
-            _ = slot.stop.cancelled() => return,
-            _ = slot.interval_changed.notified() => {
-                let interval = slot.target.lock().expect("not poisoned").interval;
-                next = next.min(Instant::now() + interval);
-                continue;
+        let first = {
+            let mut table = inner.table();
+            table.take_due(Instant::now(), &mut due);
+            table.first()
+        };
+        for d in due.drain(..) {
+            if d.skip {
+                inner.hooks.skipped(&d.target);
+            } else {
+                inner.probes.spawn(probe_once(inner.clone(), d));
             }
-            _ = tokio::time::sleep_until(next) => {}
         }
-        let target = slot.target.lock().expect("not poisoned").clone();
-        if slot.running.swap(true, Ordering::AcqRel) {
-            hooks.skipped(&target);
-        } else {
-            probes.spawn(probe_once(
-                slot.clone(),
-                hooks.clone(),
-                permits.clone(),
-                target.clone(),
-                next,
-            ));
+        if due.capacity() > 1024 {
+            due = Vec::new(); // a burst after a stall; do not keep its room
         }
-        next += target.interval;
-        // After a stall (a suspended VM, a stopped process), resume on the next future tick
-        // rather than firing every missed one at once.
-        let now = Instant::now();
-        if next < now {
-            let behind = now - next;
-            let missed = (behind.as_nanos() / target.interval.as_nanos().max(1)) as u32 + 1;
-            next += target.interval * missed;
+        let idle = first.is_none();
+        if let Some(at) = first {
+            sleep.as_mut().reset(at);
+        }
+        tokio::select! {
+            _ = inner.stop.cancelled() => return,
+            _ = inner.wake.notified() => {}
+            _ = sleep.as_mut(), if !idle => {}
         }
     }
 }
 
-async fn probe_once<H: Hooks>(
-    slot: Arc<Slot>,
-    hooks: Arc<H>,
-    permits: Arc<Semaphore>,
-    target: Arc<Target>,
-    scheduled: Instant,
-) {
-    // A probe still waiting for a permit when its target goes, or the agent stops, never starts.
+async fn probe_once<H: Hooks>(inner: Arc<Inner<H>>, due: Due) {
+    // A probe still waiting for a permit when the agent stops never starts; nor does one whose
+    // target went meanwhile (checked once it has the permit).
     let permit = tokio::select! {
-        _ = slot.removed.cancelled() => None,
-        _ = slot.stop.cancelled() => None,
-        p = permits.acquire_owned() => Some(p.expect("the semaphore is never closed")),
+        _ = inner.stop.cancelled() => None,
+        p = inner.permits.acquire() => Some(p.expect("the semaphore is never closed")),
     };
-    let Some(permit) = permit else {
-        slot.running.store(false, Ordering::Release);
+    let Some(permit) = permit.filter(|_| !inner.stop.is_cancelled()) else {
+        if let Some(s) = inner.table().live(due.slot, due.born) {
+            s.running = false;
+        }
         return;
     };
-    hooks.started(&target, Instant::now().saturating_duration_since(scheduled));
-    let outcome = hooks.run(target.clone()).await;
-    drop(permit);
     {
-        let _held = slot.target.lock().expect("not poisoned");
-        let live = !slot.removed.is_cancelled();
-        hooks.finished(&target, live.then_some(outcome));
+        let mut table = inner.table();
+        if table.live(due.slot, due.born).is_none() {
+            return;
+        }
     }
-    slot.running.store(false, Ordering::Release);
+    let target = due.target;
+    inner
+        .hooks
+        .started(&target, Instant::now().saturating_duration_since(due.scheduled));
+    let outcome = inner.hooks.run(target.clone()).await;
+    drop(permit);
+    // Recorded under the timetable's lock, so a reload cannot remove the target in between.
+    let mut table = inner.table();
+    let live = match table.live(due.slot, due.born) {
+        Some(s) => {
+            s.running = false;
+            true
+        }
+        None => false,
+    };
+    inner.hooks.finished(&target, live.then_some(outcome));
 }
 
 #[cfg(test)]
@@ -511,15 +682,68 @@ mod tests {
     async fn a_probe_of_a_removed_target_is_not_recorded() {
         let rec = Recorder::new(Duration::from_secs(5));
         let mut s = Scheduler::new(rec.clone(), NO_JITTER);
-        s.apply(targets(1, Duration::from_secs(10)));
-        tokio::time::sleep(Duration::from_secs(10)).await;
-        // Its one probe is running (5s long, started within the first 10s) or done; remove now.
-        let running = rec.in_flight.lock().unwrap().0;
+        let ts = targets(1, Duration::from_secs(10));
+        let phase = spread(&TargetLabels::of(&ts[0]), Duration::from_secs(10));
+        s.apply(ts);
+        // One second into its first (5s) probe, wherever the hash placed it: remove the target.
+        tokio::time::sleep(phase + Duration::from_secs(1)).await;
+        assert_eq!(rec.in_flight.lock().unwrap().0, 1, "the probe runs");
         s.apply(Vec::<Target>::new());
         tokio::time::sleep(Duration::from_secs(20)).await;
-        let finished = rec.finished.lock().unwrap();
-        assert_eq!(finished.iter().filter(|(_, recorded)| !recorded).count(), running);
+        assert_eq!(
+            *rec.finished.lock().unwrap(),
+            [("127.0.0.1:1000".to_string(), false)],
+            "it ended, unrecorded"
+        );
         assert_eq!(rec.starts.lock().unwrap().len(), 1, "no probe after removal");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_waiting_for_a_permit_never_starts_once_its_target_is_removed() {
+        let rec = Recorder::new(Duration::from_secs(60));
+        let mut s = Scheduler::new(
+            rec.clone(),
+            Settings {
+                max_in_flight: 1,
+                jitter: 0.0,
+            },
+        );
+        let ts = targets(2, Duration::from_secs(100));
+        s.apply(ts.clone());
+        // Both ticks come within the first interval; the later one waits for the only permit.
+        tokio::time::sleep(Duration::from_secs(100)).await;
+        let starts = rec.starts.lock().unwrap().clone();
+        assert_eq!(starts.len(), 1, "one probe holds the permit");
+        let waiting = if starts[0].0 == "127.0.0.1:1000" { 1 } else { 0 };
+        s.apply(vec![ts[1 - waiting].clone()]);
+        tokio::time::sleep(Duration::from_secs(50)).await;
+        let starts = rec.starts.lock().unwrap().clone();
+        assert!(
+            starts.iter().all(|(name, _)| *name != ts[waiting].instance),
+            "the removed target's waiting probe never started: {starts:?}"
+        );
+        assert_eq!(
+            *rec.finished.lock().unwrap(),
+            [(ts[1 - waiting].instance.clone(), true)]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_running_across_an_interval_change_is_recorded_and_the_target_keeps_probing() {
+        let rec = Recorder::new(Duration::from_secs(5));
+        let mut s = Scheduler::new(rec.clone(), NO_JITTER);
+        let mut ts = targets(1, Duration::from_secs(60));
+        let phase = spread(&TargetLabels::of(&ts[0]), Duration::from_secs(60));
+        s.apply(ts.clone());
+        tokio::time::sleep(phase + Duration::from_secs(1)).await;
+        assert_eq!(rec.in_flight.lock().unwrap().0, 1, "the probe runs");
+        ts[0].interval = Duration::from_secs(10);
+        s.apply(ts);
+        tokio::time::sleep(Duration::from_secs(40)).await;
+        let finished = rec.finished.lock().unwrap();
+        assert!(finished.len() >= 4, "probed every 10s after the change: {finished:?}");
+        assert!(finished.iter().all(|(_, recorded)| *recorded), "every probe recorded");
+        assert!(rec.skips.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -451,11 +451,12 @@ pub struct Inventory {
 }
 
 /// A target's identity as label values: `target`, `target_job`, `target_instance`,
-/// `target_cluster`, `kind`. One allocation holding the five values back to back: the scheduler,
-/// the status rows and the exporter each key a map by it, at every target.
+/// `target_cluster`, `kind`. One shared allocation holding the five values back to back: the
+/// scheduler, the status rows and the exporter each key a map by it, at every target, and a
+/// clone shares the text rather than copying it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetLabels {
-    text: Box<str>,
+    text: Arc<str>,
     ends: [u32; 5],
 }
 
@@ -468,7 +469,7 @@ impl TargetLabels {
             *end = text.len() as u32;
         }
         TargetLabels {
-            text: text.into_boxed_str(),
+            text: text.into(),
             ends,
         }
     }

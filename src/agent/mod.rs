@@ -23,7 +23,7 @@ use crate::metrics::{Exporter, ReloadResult, Source};
 use crate::probe::{self, ProbeContext, ProbeResult, Resolver};
 use crate::schedule::{self, BoxFuture, Hooks, Scheduler};
 use crate::serve::{self, ListenError};
-use crate::target::{Inventory, Target, TargetLabels};
+use crate::target::{AbsentTarget, Inventory, Target, TargetLabels};
 
 pub use status::Status;
 
@@ -136,12 +136,55 @@ impl Shared {
         }
     }
 
-    /// Everything the scheduler runs: the inventory's targets and the mesh's probes.
-    /// One copy of each, shared by the scheduler and the status rows; the inventory's first.
-    fn scheduled(&self, inv: &Inventory) -> Vec<Arc<Target>> {
-        let mut all: Vec<Arc<Target>> = inv.targets.iter().cloned().map(Arc::new).collect();
-        all.extend(self.mesh.targets(&inv.agent.source_cluster).into_iter().map(Arc::new));
+    /// Everything the scheduler runs, with their identities: the static targets (as shared),
+    /// the discovered ones, then the mesh's probes. One copy of each target and of its
+    /// identity, shared by the scheduler, the status rows and the exporter.
+    fn scheduled(
+        &self,
+        statics: &[Arc<Target>],
+        discovered: Vec<Target>,
+        source_cluster: &str,
+    ) -> Vec<(TargetLabels, Arc<Target>)> {
+        let keyed = |t: Arc<Target>| (TargetLabels::of(&t), t);
+        let mut all = Vec::with_capacity(statics.len() + discovered.len());
+        all.extend(statics.iter().cloned().map(keyed));
+        all.extend(discovered.into_iter().map(Arc::new).map(keyed));
+        all.extend(self.mesh.targets(source_cluster).into_iter().map(Arc::new).map(keyed));
         all
+    }
+}
+
+/// The running inventory. Its static targets are held once, as the scheduler and the status
+/// rows share them, not also as the loaded inventory's own list: at 10,000 targets that list
+/// was a second copy of every target (about 5 MiB).
+struct Current {
+    /// The inventory as loaded, its `targets` moved out into `statics`.
+    inv: Inventory,
+    /// The inventory's targets, in its order.
+    statics: Vec<Arc<Target>>,
+}
+
+/// Each target moved into its shared copy. Collected into a new vector on purpose: `collect`
+/// on the targets' own would reuse their allocation (in-place iteration), keeping 528 bytes of
+/// room for each 8-byte pointer (8.8 MiB at 10,000 targets).
+fn shared_copies(targets: Vec<Target>) -> Vec<Arc<Target>> {
+    let mut shared = Vec::with_capacity(targets.len());
+    shared.extend(targets.into_iter().map(Arc::new));
+    shared
+}
+
+impl Current {
+    /// Splits a loaded inventory into its settings and its targets (moved, not copied).
+    fn new(mut inv: Inventory) -> Current {
+        let statics = shared_copies(std::mem::take(&mut inv.targets));
+        Current { inv, statics }
+    }
+
+    /// The whole inventory, its targets copied back for a while: what discovery merges with.
+    fn whole(&self) -> Inventory {
+        let mut inv = self.inv.clone();
+        inv.targets = self.statics.iter().map(|t| Target::clone(t)).collect();
+        inv
     }
 }
 
@@ -207,14 +250,14 @@ fn context_of(inv: &Inventory) -> Result<ProbeContext, String> {
     })
 }
 
-/// Declares every target of `inv` in a fresh exporter.
-fn exporter_for(inv: &Inventory, source: &Source) -> Exporter {
+/// Declares every target (the inventory's, keyed) and documented-absent one in a fresh exporter.
+fn exporter_for(declared: &[(TargetLabels, Arc<Target>)], absent: &[AbsentTarget], source: &Source) -> Exporter {
     let e = Exporter::new(source);
-    e.reserve(inv.targets.len() + inv.absent.len());
-    for t in &inv.targets {
-        e.add_target(t);
+    e.reserve(declared.len() + absent.len());
+    for (key, t) in declared {
+        e.add_target_as(key, t);
     }
-    for a in &inv.absent {
+    for a in absent {
         e.add_absent(a);
     }
     e.set_last_reload_successful(true);
@@ -257,14 +300,14 @@ async fn serve_inventory(
     let local = listener.local_addr().unwrap_or(opts.listen);
     let source = source_of(&inventory, &opts.node);
     let ctx = context_of(&inventory).map_err(StartError::Resolver)?;
-    let exporter = Arc::new(exporter_for(&inventory, &source));
+    let exporter = Arc::new(Exporter::new(&source));
     let mesh = Mesh::new(local, exporter.peer_series());
     let shared = Arc::new(Shared {
         exporter: RwLock::new(exporter),
         ctx: RwLock::new(Arc::new(ctx)),
         status: Status::default(),
         node: opts.node.clone(),
-        source: RwLock::new(source),
+        source: RwLock::new(source.clone()),
         ready: AtomicBool::new(false),
         draining: AtomicBool::new(false),
         rejected: RwLock::new(None),
@@ -272,11 +315,15 @@ async fn serve_inventory(
         mesh,
     });
     shared.mesh.set_settings(inventory.mesh.clone());
+    let current = Current::new(inventory);
+    let inventory = &current.inv;
+    let targets = shared.scheduled(&current.statics, Vec::new(), &inventory.agent.source_cluster);
+    let declared = &targets[..current.statics.len()];
+    let mut fresh = exporter_for(declared, &inventory.absent, &source);
+    fresh.carry_reloads(&shared.exporter());
+    *shared.exporter.write().expect("not poisoned") = Arc::new(fresh);
     shared.exporter().set_discovery(inventory.discovery.is_some());
-    let targets = shared.scheduled(&inventory);
-    shared
-        .status
-        .set_inventory(&targets[..inventory.targets.len()], &inventory.absent);
+    shared.status.set_inventory(declared, &inventory.absent);
 
     let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
@@ -294,14 +341,14 @@ async fn serve_inventory(
     );
 
     let mut scheduler = Scheduler::new(Arc::new(AgentHooks(shared.clone())), opts.schedule);
-    let mut watch = reload::Watch::new(&opts.config, &inventory);
-    let mut current = inventory;
-    scheduler.apply(targets);
+    let mut watch = reload::Watch::new(&opts.config, &current.inv);
+    let mut current = current;
+    scheduler.apply_keyed(targets);
     trim_heap();
     let mut disc = Discovered::new();
-    disc.restart(&shared, &current);
+    disc.restart(&shared, &current.inv);
     let mut meshed = Meshed::new();
-    meshed.restart(&shared, &current);
+    meshed.restart(&shared, &current.inv);
     shared.ready.store(true, Ordering::Release);
 
     let mut poll = tokio::time::interval(opts.reload_poll);
@@ -319,10 +366,10 @@ async fn serve_inventory(
                 reload_if_changed(&shared, &mut scheduler, &mut watch, &mut current, &opts, &mut disc, &mut meshed);
                 shared.status.flush_log();
             }
-            Some(refresh) = disc.rx.recv() => disc.refreshed(refresh, &shared, &mut scheduler, &current),
+            Some(refresh) = disc.rx.recv() => disc.refreshed(refresh, &shared, &mut scheduler, &mut current),
             Some(refresh) = meshed.rx.recv() => {
-                let merged = disc.merge(&current);
-                meshed.refreshed(refresh, &shared, &mut scheduler, &merged);
+                let discovered = disc.discovered(&current);
+                meshed.refreshed(refresh, &shared, &mut scheduler, &current, discovered);
             }
         }
     }
@@ -347,7 +394,7 @@ fn reload_if_changed(
     shared: &Arc<Shared>,
     scheduler: &mut Scheduler<AgentHooks>,
     watch: &mut reload::Watch,
-    current: &mut Inventory,
+    current: &mut Current,
     opts: &Options,
     disc: &mut Discovered,
     meshed: &mut Meshed,
@@ -359,35 +406,44 @@ fn reload_if_changed(
         for w in &loaded.warnings {
             tracing::warn!(config = %opts.config.display(), "{w}");
         }
-        let next = loaded.inventory;
-        let before = disc.merge(current);
+        let mut next = loaded.inventory;
+        let statics = next.targets.len();
+        // `next` keeps its settings; its targets (with the discovered ones) move on to `after`.
         let after = if next.discovery.is_some() {
-            disc.merge(&next)
+            let merged = disc.merge(&next);
+            next.targets = Vec::new();
+            merged
         } else {
-            next.clone()
+            let targets = std::mem::take(&mut next.targets);
+            Inventory {
+                targets,
+                ..next.clone()
+            }
         };
         let mesh_before = shared.mesh.settings();
         if mesh_before != next.mesh {
             shared.mesh.set_settings(next.mesh.clone());
         }
-        if let Err(e) = apply(shared, scheduler, &before, &after) {
-            if shared.mesh.settings() != mesh_before {
-                shared.mesh.set_settings(mesh_before);
+        match apply(shared, scheduler, &current.inv.absent, after, statics) {
+            Ok(statics) => Ok(Current { inv: next, statics }),
+            Err(e) => {
+                if shared.mesh.settings() != mesh_before {
+                    shared.mesh.set_settings(mesh_before);
+                }
+                Err(e)
             }
-            return Err(e);
         }
-        Ok(next)
     });
     let exporter = shared.exporter();
     match outcome {
         Ok(next) => {
-            watch.loaded(&next);
+            watch.loaded(&next.inv);
             // A new resolver (agent.resolver) reaches the peer-list task only through a restart.
-            if meshed.settings != next.mesh || current.agent.resolver != next.agent.resolver {
-                meshed.restart(shared, &next);
+            if meshed.settings != next.inv.mesh || current.inv.agent.resolver != next.inv.agent.resolver {
+                meshed.restart(shared, &next.inv);
             }
             *current = next;
-            disc.restart(shared, current);
+            disc.restart(shared, &current.inv);
             trim_heap();
             exporter.reloaded(ReloadResult::Success);
             *shared.rejected.write().expect("not poisoned") = None;
@@ -427,19 +483,26 @@ fn trim_heap() {
     }
 }
 
-/// Switches the agent to `next`: the schedule, the exporter's series and the status rows.
+/// Switches the agent to `next` (its first `statics` targets are the static ones, the rest
+/// discovered): the schedule, the exporter's series and the status rows. `current_absent` is
+/// the running inventory's documented-absent list. Hands back the static targets as shared.
 fn apply(
     shared: &Arc<Shared>,
     scheduler: &mut Scheduler<AgentHooks>,
-    current: &Inventory,
-    next: &Inventory,
-) -> Result<(), String> {
-    let ctx = context_of(next).map_err(|e| format!("building the resolver: {e}"))?;
-    let source = source_of(next, &shared.node);
+    current_absent: &[AbsentTarget],
+    mut next: Inventory,
+    statics: usize,
+) -> Result<Vec<Arc<Target>>, String> {
+    let ctx = context_of(&next).map_err(|e| format!("building the resolver: {e}"))?;
+    let source = source_of(&next, &shared.node);
     let same_source = *shared.source.read().expect("not poisoned") == source;
     *shared.ctx.write().expect("not poisoned") = Arc::new(ctx);
-    let targets = shared.scheduled(next);
-    let declared = &targets[..next.targets.len()];
+    let mut listed = std::mem::take(&mut next.targets);
+    let inventory_len = listed.len();
+    let discovered = listed.split_off(statics.min(inventory_len));
+    let statics = shared_copies(listed);
+    let targets = shared.scheduled(&statics, discovered, &next.agent.source_cluster);
+    let declared = &targets[..inventory_len];
     shared.status.set_inventory(declared, &next.absent);
     // The exporter drops results of targets it does not know, so the order below is what keeps
     // series and targets matched: a target is declared before it can be probed, and forgotten
@@ -449,15 +512,15 @@ fn apply(
         let exporter = shared.exporter();
         let absent_now: std::collections::HashSet<TargetLabels> =
             next.absent.iter().map(TargetLabels::of_absent).collect();
-        for key in current.absent.iter().map(TargetLabels::of_absent) {
+        for key in current_absent.iter().map(TargetLabels::of_absent) {
             if !absent_now.contains(&key) {
                 exporter.forget(&key);
             }
         }
-        for t in declared {
-            exporter.add_target(t);
+        for (key, t) in declared {
+            exporter.add_target_as(key, t);
         }
-        let applied = scheduler.apply(targets);
+        let applied = scheduler.apply_keyed(targets);
         // Forget, then declare absent: a target that became documented-absent under the same
         // identity keeps its `pathprobe_target_expected 0`.
         for key in &applied.removed {
@@ -472,8 +535,8 @@ fn apply(
         // agent's own: reloads and discovery refreshes). Removed targets are cancelled before it
         // is installed; a probe of a removed target that ends in between is dropped by either
         // exporter, as neither knows it by then.
-        let mut fresh = exporter_for(next, &source);
-        let applied = scheduler.apply(targets);
+        let mut fresh = exporter_for(declared, &next.absent, &source);
+        let applied = scheduler.apply_keyed(targets);
         let old = shared.exporter();
         fresh.carry_reloads(&old);
         *shared.exporter.write().expect("not poisoned") = Arc::new(fresh);
@@ -488,7 +551,7 @@ fn apply(
         absent = next.absent.len(),
         "inventory reloaded"
     );
-    Ok(())
+    Ok(statics)
 }
 
 /// Discovery as the control loop sees it: the refresh task, the last good discovered targets,
@@ -527,6 +590,18 @@ impl Discovered {
         discovery::merge(static_inv, &self.targets, &mut self.reported)
     }
 
+    /// The discovered targets the running inventory does not cover (none, and no copying,
+    /// without discovery).
+    fn discovered(&mut self, current: &Current) -> Vec<Target> {
+        if self.targets.is_empty() {
+            return Vec::new();
+        }
+        let mut merged = self.merge(&current.whole());
+        merged
+            .targets
+            .split_off(current.statics.len().min(merged.targets.len()))
+    }
+
     /// (Re)starts asking Prometheus with the inventory's settings; stops when it has none.
     /// The last discovered targets keep probing until the new task answers.
     fn restart(&mut self, shared: &Arc<Shared>, inv: &Inventory) {
@@ -553,7 +628,7 @@ impl Discovered {
         refresh: Refresh,
         shared: &Arc<Shared>,
         scheduler: &mut Scheduler<AgentHooks>,
-        current: &Inventory,
+        current: &mut Current,
     ) {
         if self.runner.is_none() {
             return; // from a task stopped since
@@ -592,13 +667,13 @@ impl Discovered {
         if fingerprint == self.fingerprint && !self.force {
             return;
         }
-        let before = self.merge(current);
         self.targets = found;
         self.fingerprint = fingerprint;
         self.force = false;
-        let after = self.merge(current);
-        if let Err(e) = apply(shared, scheduler, &before, &after) {
-            tracing::error!("applying the discovered targets: {e}");
+        let after = self.merge(&current.whole());
+        match apply(shared, scheduler, &current.inv.absent, after, current.statics.len()) {
+            Ok(statics) => current.statics = statics,
+            Err(e) => tracing::error!("applying the discovered targets: {e}"),
         }
     }
 }
@@ -643,7 +718,8 @@ impl Meshed {
         refresh: mesh::peers::Refresh,
         shared: &Arc<Shared>,
         scheduler: &mut Scheduler<AgentHooks>,
-        merged: &Inventory,
+        current: &Current,
+        discovered: Vec<Target>,
     ) {
         if self.runner.is_none() {
             return;
@@ -664,7 +740,8 @@ impl Meshed {
                     tracing::warn!("the mesh peer list is empty; no peer is probed until agents appear");
                 }
                 shared.mesh.set_peers(peers);
-                scheduler.apply(shared.scheduled(merged));
+                let source_cluster = &current.inv.agent.source_cluster;
+                scheduler.apply_keyed(shared.scheduled(&current.statics, discovered, source_cluster));
             }
         }
     }

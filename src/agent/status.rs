@@ -105,13 +105,14 @@ fn log_suppressed(s: Suppressed) {
 }
 
 impl Status {
-    /// Makes the rows match the inventory, keeping the state of targets that stay.
-    pub fn set_inventory(&self, targets: &[Arc<Target>], absent: &[AbsentTarget]) {
+    /// Makes the rows match the inventory, keeping the state of targets that stay. Each target
+    /// comes with its identity, which a new row keeps (shared with the scheduler and exporter).
+    pub fn set_inventory(&self, targets: &[(TargetLabels, Arc<Target>)], absent: &[AbsentTarget]) {
         let mut rows = self.rows.lock().expect("not poisoned");
-        let keys: std::collections::HashSet<TargetLabels> = targets.iter().map(|t| TargetLabels::of(t)).collect();
+        let keys: std::collections::HashSet<&TargetLabels> = targets.iter().map(|(k, _)| k).collect();
         rows.retain(|k, _| keys.contains(k));
-        for t in targets {
-            rows.entry(TargetLabels::of(t))
+        for (key, t) in targets {
+            rows.entry(key.clone())
                 .and_modify(|row| row.target = t.clone())
                 .or_insert_with(|| Row {
                     target: t.clone(),

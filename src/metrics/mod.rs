@@ -282,10 +282,24 @@ impl Exporter {
 
     /// Declares a probed target: `expected 1`, and its counters at 0 so rates work from the start.
     pub fn add_target(&self, target: &Target) {
+        self.declare(None, target)
+    }
+
+    /// [`Exporter::add_target`] with the target's identity already made: the exporter keeps a
+    /// clone of `key` (sharing its text with the scheduler's and the status rows') rather than
+    /// its own copy.
+    pub fn add_target_as(&self, key: &TargetLabels, target: &Target) {
+        self.declare(Some(key), target)
+    }
+
+    fn declare(&self, key: Option<&TargetLabels>, target: &Target) {
         let mut table = self.table();
         let s = match table.get_mut(TargetKey(target).as_key()) {
             Some(s) => s,
-            None => table.entry(&self.source, TargetLabels::of(target)),
+            None => {
+                let key = key.cloned().unwrap_or_else(|| TargetLabels::of(target));
+                table.entry(&self.source, key)
+            }
         };
         s.probed = true;
         s.expected = true;
@@ -442,7 +456,7 @@ impl Exporter {
         self.reloads[result as usize].load(Ordering::Relaxed)
     }
 
-    /// Carries the reload and discovery counts of the exporter this one replaces, and shares
+    /// Carries the reload, discovery and unclassified-error counts of the exporter this one replaces, and shares
     /// its mesh series (those are the agent's, not the source labels').
     pub fn carry_reloads(&mut self, from: &Exporter) {
         self.peers = from.peers.clone();
@@ -450,6 +464,9 @@ impl Exporter {
             self.reloads[r as usize].store(from.reloads(r), Ordering::Relaxed);
             let n = from.discovery.refreshes[r as usize].load(Ordering::Relaxed);
             self.discovery.refreshes[r as usize].store(n, Ordering::Relaxed);
+        }
+        for (mine, theirs) in self.unplaced.iter().zip(&from.unplaced) {
+            mine.store(theirs.load(Ordering::Relaxed), Ordering::Relaxed);
         }
         let (d, f) = (&self.discovery, &from.discovery);
         d.last_ok.store(f.last_ok.load(Ordering::Relaxed), Ordering::Relaxed);
