@@ -107,13 +107,7 @@ pub enum Refresh {
 
 /// The refresh loop; stops when dropped.
 pub struct Runner {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
 impl Runner {
@@ -154,7 +148,9 @@ impl Runner {
                 }
             }
         });
-        Ok(Runner { task })
+        Ok(Runner {
+            _task: tokio_util::task::AbortOnDropHandle::new(task),
+        })
     }
 }
 

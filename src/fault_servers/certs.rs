@@ -49,12 +49,7 @@ impl TestCa {
 
     /// A leaf for `names` (DNS names or IPs), valid from `not_before` to `not_after`.
     pub fn issue(&self, names: &[&str], not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> Issued {
-        let key = KeyPair::generate().expect("key generation");
-        let mut params =
-            CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
-        params
-            .distinguished_name
-            .push(DnType::CommonName, names.first().copied().unwrap_or("leaf"));
+        let (key, mut params) = leaf_params(names, "leaf");
         params.not_before = not_before;
         params.not_after = not_after;
         let cert = params.signed_by(&key, &self.cert, &self.key).expect("signing");
@@ -76,12 +71,7 @@ impl Default for TestCa {
 
 /// A self-signed leaf, trusted by nobody.
 pub fn self_signed(names: &[&str]) -> Issued {
-    let key = KeyPair::generate().expect("key generation");
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
+    let (key, params) = leaf_params(names, "self-signed");
     let cert = params.self_signed(&key).expect("self-signing");
     issued(cert, key)
 }
@@ -89,17 +79,24 @@ pub fn self_signed(names: &[&str]) -> Issued {
 /// A self-signed certificate that is also a CA (`basicConstraints CA:TRUE`), as
 /// `openssl req -x509` makes by default and many homelab services serve; trusted by pinning it.
 pub fn self_signed_ca(names: &[&str], not_before: time::OffsetDateTime, not_after: time::OffsetDateTime) -> Issued {
-    let key = KeyPair::generate().expect("key generation");
-    let mut params =
-        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
-    params
-        .distinguished_name
-        .push(DnType::CommonName, names.first().copied().unwrap_or("self-signed"));
+    let (key, mut params) = leaf_params(names, "self-signed");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params.not_before = not_before;
     params.not_after = not_after;
     let cert = params.self_signed(&key).expect("self-signing");
     issued(cert, key)
+}
+
+/// A fresh key and the parameters of a leaf for `names`: each one a subjectAltName, the first
+/// (or `fallback_cn` when there is none) the common name.
+fn leaf_params(names: &[&str], fallback_cn: &str) -> (KeyPair, CertificateParams) {
+    let key = KeyPair::generate().expect("key generation");
+    let mut params =
+        CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).expect("valid SANs");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, names.first().copied().unwrap_or(fallback_cn));
+    (key, params)
 }
 
 fn issued(cert: rcgen::Certificate, key: KeyPair) -> Issued {

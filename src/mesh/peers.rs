@@ -59,13 +59,7 @@ pub async fn discover(settings: &MeshSettings, port: u16, resolver: &Resolver) -
 
 /// The refresh task; stops when dropped.
 pub struct Runner {
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+    _task: tokio_util::task::AbortOnDropHandle<()>,
 }
 
 impl Runner {
@@ -85,7 +79,9 @@ impl Runner {
                 }
             }
         });
-        Runner { task }
+        Runner {
+            _task: tokio_util::task::AbortOnDropHandle::new(task),
+        }
     }
 }
 
