@@ -373,6 +373,28 @@ impl Sampler {
     }
 }
 
+/// Samples a contender's /proc figures every 100 ms for `secs`, scraping its `/metrics` every
+/// 5 s as Prometheus would (part of the measured cost): the sampler and each scrape's (seconds,
+/// bytes), fastest first.
+fn watch(pid: u32, listen: SocketAddr, secs: u64) -> (Sampler, Vec<(f64, usize)>) {
+    let mut sampler = Sampler::start(pid);
+    let started = Instant::now();
+    let mut scrapes = Vec::new();
+    let mut next_scrape = Instant::now() + Duration::from_secs(5);
+    while started.elapsed() < Duration::from_secs(secs) {
+        std::thread::sleep(Duration::from_millis(100));
+        sampler.sample();
+        if Instant::now() >= next_scrape {
+            if let Some((_, body, secs)) = get(listen, "/metrics") {
+                scrapes.push((secs, body.len()));
+            }
+            next_scrape += Duration::from_secs(5);
+        }
+    }
+    scrapes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    (sampler, scrapes)
+}
+
 struct Plan {
     rate: f64,
     secs: u64,
@@ -417,21 +439,7 @@ fn run_pathprobe(bin: &Path, dir: &Path, targets: &Targets, kind: Kind, n: usize
     let pid = child.0.id();
     std::thread::sleep(plan.warmup(n));
     let before = get(listen, "/metrics").expect("scraping pathprobe").1;
-    let mut sampler = Sampler::start(pid);
-    let started = Instant::now();
-    let mut scrapes = Vec::new();
-    let mut next_scrape = Instant::now() + Duration::from_secs(5);
-    while started.elapsed() < Duration::from_secs(plan.secs) {
-        std::thread::sleep(Duration::from_millis(100));
-        sampler.sample();
-        if Instant::now() >= next_scrape {
-            // Scraped every 5 s, as Prometheus would: part of the measured cost.
-            if let Some((_, body, secs)) = get(listen, "/metrics") {
-                scrapes.push((secs, body.len()));
-            }
-            next_scrape += Duration::from_secs(5);
-        }
-    }
+    let (sampler, scrapes) = watch(pid, listen, plan.secs);
     let after = get(listen, "/metrics").expect("scraping pathprobe").1;
     let (cpu, peak, steady) = sampler.finish();
     let probes = sum_metric(&after, "pathprobe_probes_total", "") - sum_metric(&before, "pathprobe_probes_total", "");
@@ -441,7 +449,6 @@ fn run_pathprobe(bin: &Path, dir: &Path, targets: &Targets, kind: Kind, n: usize
     if failures > 0.0 {
         eprintln!("  note: {failures} failed probes");
     }
-    scrapes.sort_by(|a, b| a.0.total_cmp(&b.0));
     let median = scrapes.get(scrapes.len() / 2).copied();
     Figures {
         contender: "pathprobe".into(),
@@ -572,27 +579,13 @@ fn run_blackbox(
     }
     std::thread::sleep(plan.warmup(n));
     let d0 = done.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed);
-    let mut sampler = Sampler::start(pid);
-    let started = Instant::now();
-    let mut scrapes = Vec::new();
-    let mut next_scrape = Instant::now() + Duration::from_secs(5);
-    while started.elapsed() < Duration::from_secs(plan.secs) {
-        std::thread::sleep(Duration::from_millis(100));
-        sampler.sample();
-        if Instant::now() >= next_scrape {
-            if let Some((_, body, secs)) = get(listen, "/metrics") {
-                scrapes.push((secs, body.len()));
-            }
-            next_scrape += Duration::from_secs(5);
-        }
-    }
+    let (sampler, scrapes) = watch(pid, listen, plan.secs);
     let probes = done.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) - d0;
     let (cpu, peak, steady) = sampler.finish();
     stop.cancel();
     if failed.load(Ordering::Relaxed) > 0 {
         eprintln!("  note: {} failed blackbox probes", failed.load(Ordering::Relaxed));
     }
-    scrapes.sort_by(|a, b| a.0.total_cmp(&b.0));
     let median = scrapes.get(scrapes.len() / 2).copied();
     Some(Figures {
         contender: "blackbox_exporter".into(),
