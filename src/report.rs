@@ -111,6 +111,12 @@ pub enum Hints {
 /// meaning, made specific where the target says more (a CA file already given, no credentials
 /// sent, plain text where TLS was asked for), in the inventory's or the flags' words.
 pub fn advice(target: &Target, result: &ProbeResult, hints: Hints) -> String {
+    advice_for(target, result.reason, result.error.as_deref().unwrap_or(""), hints)
+}
+
+/// [`advice`] from a result's reason and error text (`detail`, empty for none): what the status
+/// page keeps of a result.
+pub fn advice_for(target: &Target, reason: Reason, detail: &str, hints: Hints) -> String {
     let say = |inventory: &str, flags: &str| {
         if hints == Hints::Flags {
             flags.to_string()
@@ -118,8 +124,7 @@ pub fn advice(target: &Target, result: &ProbeResult, hints: Hints) -> String {
             inventory.to_string()
         }
     };
-    let detail = result.error.as_deref().unwrap_or("");
-    match result.reason {
+    match reason {
         Reason::TlsUntrusted if target.tls().is_some_and(|t| t.ca_file) => format!(
             "the certificate does not verify against {} — the server presents another CA's certificate (or another self-signed one), or the file holds the wrong CA",
             say("the CA in tls.ca_file", "the CA given with --ca-file")

@@ -137,12 +137,12 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
     match &row.last {
         None => out.push_str("<td data-label=Reason>—</td><td data-label=Phases>—</td>"),
         Some(r) => {
-            let since = row.since.map(|s| format!(" for {}", age(now, s))).unwrap_or_default();
+            let since = format!(" for {}", age(now, r.since));
             // All-address mode: each address's reason under the target's.
             let each: Vec<String> = r
                 .addresses
                 .iter()
-                .map(|a| format!("{} {}", a.address.ip(), a.reason.as_str()))
+                .map(|(ip, reason)| format!("{ip} {}", reason.as_str()))
                 .collect();
             let each = if each.is_empty() {
                 String::new()
@@ -165,35 +165,43 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
                 "<td data-label=Reason><span class=reason>{}</span>{}<div class=meaning>{}</div>{each}{fleet}</td>",
                 r.reason.as_str(),
                 esc(&since),
-                esc(&crate::report::advice(t, r, crate::report::Hints::Inventory))
+                esc(&crate::report::advice_for(
+                    t,
+                    r.reason,
+                    r.error.as_deref().unwrap_or(""),
+                    crate::report::Hints::Inventory
+                ))
             );
             let mut phases: Vec<String> = Phase::ALL
                 .iter()
                 .filter(|p| **p != Phase::Total)
-                .filter_map(|p| r.trace.phase(*p).map(|d| format!("{} {}", p.as_str(), short(d))))
+                .filter_map(|p| r.phase(*p).map(|d| format!("{} {}", p.as_str(), short(d))))
                 .collect();
-            phases.push(format!("total {}", short(r.total)));
-            if let Some(dns) = &r.trace.dns {
-                let families: Vec<String> = dns
-                    .families
-                    .iter()
-                    .map(|f| match f.outcome {
-                        FamilyOutcome::Answered => format!("{} {}", f.family.record(), short(f.took)),
-                        o => format!("{} {} {}", f.family.record(), o.as_str(), short(f.took)),
-                    })
-                    .collect();
+            phases.push(format!("total {}", short(r.phase(Phase::Total).unwrap_or_default())));
+            let families: Vec<String> = r
+                .dns()
+                .map(|(family, outcome, took)| match outcome {
+                    FamilyOutcome::Answered => format!("{} {}", family.record(), short(took)),
+                    o => format!("{} {} {}", family.record(), o.as_str(), short(took)),
+                })
+                .collect();
+            if !families.is_empty() {
                 phases.push(format!("dns {}", families.join(", ")));
             }
             let _ = write!(out, "<td data-label=Phases class=num>{}</td>", esc(&phases.join(" · ")));
         }
     }
-    let last_ok = row.last_success.map(|s| ago(now, s)).unwrap_or_else(|| "never".into());
+    let last_ok = row
+        .last
+        .as_ref()
+        .and_then(|r| r.last_success)
+        .map(|s| ago(now, s))
+        .unwrap_or_else(|| "never".into());
     let _ = write!(out, "<td data-label=\"Last success\" class=num>{}</td>", esc(&last_ok));
     let cert = row
         .last
         .as_ref()
-        .and_then(|r| r.trace.tls.as_ref())
-        .and_then(|t| t.peer_cert_not_after)
+        .and_then(|r| r.cert_not_after)
         .map(|na| match na.duration_since(now) {
             Ok(left) => format!("{} days left", left.as_secs() / 86_400),
             Err(e) => format!("EXPIRED {} days ago", e.duration().as_secs() / 86_400),

@@ -5,25 +5,106 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-use crate::probe::ProbeResult;
+use crate::probe::{Family, FamilyOutcome, Phase, ProbeResult};
 use crate::reason::Reason;
 use crate::target::{AbsentTarget, Target, TargetKey, TargetLabels};
 
-/// One target's row.
+/// One target's row: the target and, once it was probed, its latest result.
 #[derive(Debug, Clone)]
 pub struct Row {
     /// Shared with the scheduler: one copy of each target.
     pub target: Arc<Target>,
-    /// Boxed: most of the time only the map's entry is touched, and entries stay small.
-    pub last: Option<Box<ProbeResult>>,
-    pub last_success: Option<SystemTime>,
+    /// Boxed: a waiting target's row is two pointers, and the map's entries stay small.
+    pub last: Option<Box<Latest>>,
+}
+
+/// What the status page and the log show of a target's latest result, as plain numbers: not the
+/// whole [`ProbeResult`] (its trace's vectors and strings), which at 10,000 targets was about
+/// 600 bytes each.
+#[derive(Debug, Clone)]
+pub struct Latest {
+    /// The latest result's reason; `none` for success.
+    pub reason: Reason,
+    /// Microseconds per phase, in [`Phase::ALL`]'s order (the last, `total`, the whole probe);
+    /// [`NOT_RUN`] for a phase that did not run.
+    phases: [u32; Phase::ALL.len()],
+    /// The name lookup, family by family (A first), with microseconds each; `None` for a
+    /// literal address.
+    dns: Option<[(Family, FamilyOutcome, u32); 2]>,
+    /// The peer certificate's expiry, when the probe saw one.
+    pub cert_not_after: Option<SystemTime>,
+    /// All-address mode: each address's reason, in the resolver's order (empty otherwise).
+    pub addresses: Box<[(IpAddr, Reason)]>,
+    /// The error chain as text, kept only while failing (the hint reads it).
+    pub error: Option<Box<str>>,
     /// When the current reason was first seen.
-    pub since: Option<SystemTime>,
+    pub since: SystemTime,
+    /// When the target last succeeded.
+    pub last_success: Option<SystemTime>,
+}
+
+/// A phase that did not run, in [`Latest`]'s microseconds.
+const NOT_RUN: u32 = u32::MAX;
+
+fn micros(d: Duration) -> u32 {
+    d.as_micros().min(u128::from(NOT_RUN - 1)) as u32
+}
+
+impl Latest {
+    fn of(result: &ProbeResult, since: SystemTime, last_success: Option<SystemTime>) -> Latest {
+        let mut phases = [NOT_RUN; Phase::ALL.len()];
+        for (slot, phase) in phases.iter_mut().zip(Phase::ALL) {
+            let d = match phase {
+                Phase::Total => Some(result.total),
+                p => result.trace.phase(p),
+            };
+            if let Some(d) = d {
+                *slot = micros(d);
+            }
+        }
+        Latest {
+            reason: result.reason,
+            phases,
+            dns: result
+                .trace
+                .dns
+                .map(|d| d.families.map(|f| (f.family, f.outcome, micros(f.took)))),
+            cert_not_after: result.trace.tls.as_ref().and_then(|t| t.peer_cert_not_after),
+            addresses: result.addresses.iter().map(|a| (a.address.ip(), a.reason)).collect(),
+            error: match result.success() {
+                true => None,
+                false => result.error.as_deref().map(Box::from),
+            },
+            since,
+            last_success,
+        }
+    }
+
+    /// True when nothing failed.
+    pub fn success(&self) -> bool {
+        self.reason == Reason::None
+    }
+
+    /// The time recorded for `phase` (`total`: the whole probe), if it ran.
+    pub fn phase(&self, phase: Phase) -> Option<Duration> {
+        let us = self.phases[phase as usize];
+        (us != NOT_RUN).then(|| Duration::from_micros(u64::from(us)))
+    }
+
+    /// How the name lookup went, family by family (A first), and how long each took; empty
+    /// for a literal address.
+    pub fn dns(&self) -> impl Iterator<Item = (Family, FamilyOutcome, Duration)> + '_ {
+        self.dns
+            .iter()
+            .flatten()
+            .map(|&(f, o, us)| (f, o, Duration::from_micros(u64::from(us))))
+    }
 }
 
 /// State-change lines logged per window; the rest are counted.
@@ -111,16 +192,17 @@ impl Status {
         let mut rows = self.rows.lock().expect("not poisoned");
         let keys: std::collections::HashSet<&TargetLabels> = targets.iter().map(|(k, _)| k).collect();
         rows.retain(|k, _| keys.contains(k));
+        let more = targets.len().saturating_sub(rows.len());
+        rows.reserve(more);
         for (key, t) in targets {
             rows.entry(key.clone())
                 .and_modify(|row| row.target = t.clone())
                 .or_insert_with(|| Row {
                     target: t.clone(),
                     last: None,
-                    last_success: None,
-                    since: None,
                 });
         }
+        rows.shrink_to_fit();
         *self.absent.lock().expect("not poisoned") = absent.to_vec();
     }
 
@@ -131,6 +213,7 @@ impl Status {
             return;
         };
         let before = row.last.as_ref().map(|r| r.reason);
+        let mut since = row.last.as_ref().map(|r| r.since);
         if before != Some(result.reason) {
             let what = match (before, result.success()) {
                 (_, false) => result.reason.as_str(),
@@ -144,14 +227,16 @@ impl Status {
             if admitted {
                 log_change(target, before, &result);
             }
-            row.since = Some(result.finished_at);
+            since = Some(result.finished_at);
         }
-        if result.success() {
-            row.last_success = Some(result.finished_at);
-        }
+        let last_success = match result.success() {
+            true => Some(result.finished_at),
+            false => row.last.as_ref().and_then(|r| r.last_success),
+        };
+        let latest = Latest::of(&result, since.unwrap_or(result.finished_at), last_success);
         match &mut row.last {
-            Some(last) => **last = result,
-            None => row.last = Some(Box::new(result)),
+            Some(last) => **last = latest,
+            None => row.last = Some(Box::new(latest)),
         }
     }
 

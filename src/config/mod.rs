@@ -398,6 +398,25 @@ pub fn parse_raw(text: &str) -> Result<RawConfig, ConfigErrors> {
 /// The document as far as its shape allows, and every shape error. `None` when nothing can be
 /// read (a YAML syntax error, or a document that is not a mapping).
 fn parse_raw_collecting(text: &str) -> (Option<RawConfig>, Vec<ConfigError>) {
+    // The usual case first: a document that reads straight into the raw structs, with no tag
+    // (`!`) and no key a YAML value could hold twice, is one the YAML value below accepts
+    // too; then that value (a tree of every node, 10 MB at 10,000 targets, on top of the
+    // parser's own events) is never built.
+    if !text.contains('!') {
+        if let Some(raw) = parse_chunked(text) {
+            return (Some(raw), Vec::new());
+        }
+        let (read, sure) = raw::with_sure_keys(|| {
+            serde_path_to_error::deserialize::<_, Option<RawConfig>>(serde_yaml_ng::Deserializer::from_str(text))
+        });
+        if let (Ok(raw), true) = (read, sure) {
+            let mut raw = raw.unwrap_or_default();
+            if let Some(targets) = raw.targets.as_mut() {
+                targets.shrink_to_fit();
+            }
+            return (Some(raw), Vec::new());
+        }
+    }
     // Syntax first, so that a YAML syntax error is not blamed on whatever field serde was in.
     let mut doc = match serde_yaml_ng::from_str::<serde_yaml_ng::Value>(text) {
         Ok(v) => v,
@@ -454,6 +473,92 @@ fn parse_raw_collecting(text: &str) -> (Option<RawConfig>, Vec<ConfigError>) {
         }
     }
     (None, errors)
+}
+
+/// Targets read per YAML document by [`parse_chunked`].
+const CHUNK: usize = 256;
+/// From how many targets [`parse_chunked`] reads the list a chunk at a time.
+const CHUNKED_FROM: usize = 1024;
+
+/// A large block-style `targets:` list read a chunk of items at a time, so the parser's events
+/// (about 1.2 KB per target) exist for one chunk, not for the whole list, and the list is
+/// allocated once at its length: at 10,000 targets this halves the load's peak. `None` when the
+/// text is not of that shape or any part does not read cleanly: the caller then reads the whole
+/// document, which also gives the errors their exact paths and lines.
+///
+/// Equivalent to reading the whole document: the list is cut only where an item begins (a line
+/// with `-` at the list's own indentation), the only place a block sequence's item can begin, so
+/// a cut inside a multi-line value would leave an unterminated chunk, which fails; the rest of
+/// the document is read with `targets:` left empty, so a second `targets` still fails as a
+/// duplicate; an anchor used across a cut fails as undefined.
+fn parse_chunked(text: &str) -> Option<RawConfig> {
+    if text.contains('\t') {
+        return None;
+    }
+    // Each line's start and text (without its line break).
+    let mut lines: Vec<(usize, &str)> = Vec::new();
+    let mut at = 0;
+    for l in text.split_inclusive('\n') {
+        lines.push((at, l.trim_end_matches(['\n', '\r'])));
+        at += l.len();
+    }
+    let mut heads = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, l))| l.trim_end() == "targets:");
+    let (head, None) = (heads.next()?.0, heads.next()) else {
+        return None;
+    };
+    let content = |l: &str| {
+        let t = l.trim_start_matches(' ');
+        (!t.is_empty() && !t.starts_with('#')).then_some(l.len() - t.len())
+    };
+    let first = (head + 1..lines.len()).find(|&i| content(lines[i].1).is_some())?;
+    let indent = content(lines[first].1)?;
+    let is_item = |l: &str| {
+        let rest = &l[indent.min(l.len())..];
+        content(l) == Some(indent) && (rest == "-" || rest.starts_with("- "))
+    };
+    let mut items = Vec::new();
+    let mut end = lines.len();
+    for (i, (_, l)) in lines.iter().enumerate().skip(first) {
+        if is_item(l) {
+            items.push(i);
+        } else if content(l).is_some_and(|c| c <= indent) {
+            end = i;
+            break;
+        }
+    }
+    if items.len() < CHUNKED_FROM || items[0] != first {
+        return None;
+    }
+    let (cut_from, cut_to) = (lines[first].0, lines.get(end).map_or(text.len(), |l| l.0));
+    let starts: Vec<usize> = items.iter().map(|&i| lines[i].0).collect();
+    drop(lines);
+
+    let mut rest = String::with_capacity(text.len() - (cut_to - cut_from));
+    rest.push_str(&text[..cut_from]);
+    rest.push_str(&text[cut_to..]);
+    let (read, sure) = raw::with_sure_keys(|| serde_yaml_ng::from_str::<Option<RawConfig>>(&rest));
+    let mut raw = match (read, sure) {
+        (Ok(raw), true) => raw.unwrap_or_default(),
+        _ => return None,
+    };
+    drop(rest);
+    if raw.targets.is_some() {
+        return None;
+    }
+    let mut targets = Vec::with_capacity(starts.len());
+    for (n, chunk) in starts.chunks(CHUNK).enumerate() {
+        let to = starts.get((n + 1) * CHUNK).copied().unwrap_or(cut_to);
+        let (read, sure) = raw::with_sure_keys(|| serde_yaml_ng::from_str::<Vec<raw::RawTarget>>(&text[chunk[0]..to]));
+        match (read, sure) {
+            (Ok(read), true) if read.len() == chunk.len() => targets.extend(read),
+            _ => return None,
+        }
+    }
+    raw.targets = Some(targets);
+    Some(raw)
 }
 
 /// Takes the field at `path` out of the document: removed when unknown, emptied (null, so an
@@ -606,5 +711,73 @@ fn strip_location(msg: &str, loc: Option<serde_yaml_ng::Location>) -> (String, O
             (msg.replacen(&needle, "", 1), Some((l.line(), l.column())))
         }
         None => (msg.to_string(), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An inventory of `n` targets in every style a list item can take.
+    fn many(n: usize) -> String {
+        let mut text = String::from("# fleet\nagent: { source_cluster: c }\ndefaults:\n  interval: 30s\ntargets:\n");
+        for i in 0..n {
+            match i % 5 {
+                0 => text += &format!("  - {{ name: t{i}, kind: tcp, address: \"10.0.0.1:{}\" }}\n", 1000 + i),
+                1 => text += &format!(
+                    "  - name: t{i}\n    kind: http\n    url: https://x{i}.example/\n    tls:\n      server_name: x\n    headers:\n      X-Team: a\n"
+                ),
+                2 => text += &format!("\n# group {i}\n  - name: t{i}\n    expected: false\n    why: |\n      gone\n      - not an item\n"),
+                3 => text += &format!("  -   {{ name: 't{i}', kind: dns,\n        address: \"n{i}.example\" }}\n"),
+                _ => text += &format!("  - name: \"t{i} # not a comment\"\n    kind: tcp\n    address: a:1 # a comment\n"),
+            }
+        }
+        text + "mesh:\n  peers: { static: [\"10.0.0.9:9\"] }\n"
+    }
+
+    #[test]
+    fn a_large_list_read_in_chunks_is_the_document_read_whole() {
+        for n in [CHUNKED_FROM, 2 * CHUNK * 5 + 7] {
+            let text = many(n);
+            let whole: Option<RawConfig> = serde_yaml_ng::from_str(&text).expect("valid");
+            let chunked = parse_chunked(&text).expect("read in chunks");
+            assert_eq!(chunked.targets.as_ref().map(Vec::len), Some(n));
+            assert_eq!(format!("{chunked:?}"), format!("{:?}", whole.expect("a document")));
+        }
+    }
+
+    #[test]
+    fn what_reading_in_chunks_cannot_vouch_for_is_read_whole() {
+        let text = many(CHUNKED_FROM);
+        assert!(
+            parse_chunked(&many(CHUNKED_FROM - 1)).is_none(),
+            "small lists are read whole"
+        );
+        // An anchor used across a cut, a second `targets`, a duplicate header: read whole, where
+        // they get their exact errors (or meaning).
+        let anchored = text.replacen("  - { name: t0,", "  - { name: &first t0,", 1) + "  - { name: *first }\n";
+        assert!(parse_chunked(&anchored).is_none());
+        let twice = text.replace("mesh:", "agent:");
+        assert!(parse_chunked(&twice).is_none());
+        let dup = text.replacen("      X-Team: a\n", "      X-Team: a\n      X-Team: b\n", 1);
+        assert!(parse_chunked(&dup).is_none());
+        let numeric = text.replacen("      X-Team: a\n", "      1: a\n", 1);
+        assert!(parse_chunked(&numeric).is_none());
+        // A list cut where an item seems to begin inside a quoted value fails, not misreads.
+        let quoted = text.replacen("    why: |\n", "    why: \"\n  - x\"\n    job: |\n", 1);
+        assert!(
+            parse_chunked(&quoted).is_none() || {
+                let whole: RawConfig = serde_yaml_ng::from_str(&quoted).expect("valid");
+                format!("{:?}", parse_chunked(&quoted)) == format!("{:?}", Some(whole))
+            }
+        );
+        // Errors keep their paths and lines: the document is read whole.
+        let bad = text.replacen("kind: tcp, address", "kind: tcp, adress", 1);
+        let errors = parse(&bad, Path::new(".")).expect_err("a typo");
+        let first = errors.to_string();
+        assert!(
+            first.starts_with("targets[0].adress: unknown field `adress`") && first.contains("(line 6, column 28)"),
+            "{errors}"
+        );
     }
 }

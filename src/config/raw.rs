@@ -275,8 +275,11 @@ impl<'de> Deserialize<'de> for Headers {
                 f.write_str("a mapping of header names to values")
             }
             fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Headers, A::Error> {
-                let mut out = Vec::new();
+                let mut out: Vec<(String, Scalar)> = Vec::new();
                 while let Some((k, v)) = map.next_entry::<String, Scalar>()? {
+                    if !plain_key(&k) || out.iter().any(|(seen, _)| *seen == k) {
+                        KEYS_UNSURE.with(|u| u.set(true));
+                    }
                     out.push((k, v));
                 }
                 Ok(Headers(out))
@@ -284,4 +287,28 @@ impl<'de> Deserialize<'de> for Headers {
         }
         d.deserialize_map(V)
     }
+}
+
+thread_local! {
+    /// Set while reading [`Headers`] when a key repeats, or could be read by YAML as something
+    /// other than that text (`1`, `0x1`, `null`, `~`): the typed read then cannot vouch that
+    /// the document has no duplicate keys, so the parse checks the whole document as YAML.
+    static KEYS_UNSURE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `read`, and says whether every [`Headers`] key it read was plain text and unique within
+/// its mapping (so the document's mappings hold no duplicate key a YAML value would refuse).
+pub(crate) fn with_sure_keys<T>(read: impl FnOnce() -> T) -> (T, bool) {
+    KEYS_UNSURE.with(|u| u.set(false));
+    let out = read();
+    (out, !KEYS_UNSURE.with(|u| u.replace(false)))
+}
+
+/// A key YAML can only read as the string it is: a letter, then letters, digits, `-` and `_`,
+/// and none of YAML's words for null or booleans.
+fn plain_key(k: &str) -> bool {
+    const WORDS: [&str; 10] = ["null", "true", "false", "yes", "no", "on", "off", "y", "n", "nan"];
+    k.starts_with(|c: char| c.is_ascii_alphabetic())
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !WORDS.iter().any(|w| k.eq_ignore_ascii_case(w))
 }
