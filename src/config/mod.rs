@@ -515,10 +515,8 @@ fn parse_chunked(text: &str) -> Option<RawConfig> {
     };
     let first = (head + 1..lines.len()).find(|&i| content(lines[i].1).is_some())?;
     let indent = content(lines[first].1)?;
-    let is_item = |l: &str| {
-        let rest = &l[indent.min(l.len())..];
-        content(l) == Some(indent) && (rest == "-" || rest.starts_with("- "))
-    };
+    // Only spaces come before `indent` in a line whose content starts there.
+    let is_item = |l: &str| content(l) == Some(indent) && (&l[indent..] == "-" || l[indent..].starts_with("- "));
     let mut items = Vec::new();
     let mut end = lines.len();
     for (i, (_, l)) in lines.iter().enumerate().skip(first) {
@@ -771,6 +769,9 @@ mod tests {
                 format!("{:?}", parse_chunked(&quoted)) == format!("{:?}", Some(whole))
             }
         );
+        // Text that is not ASCII where the items' indentation ends reads as well.
+        let wide = text.replacen("    tls:\n", " 日本: x\n    tls:\n", 1);
+        assert!(parse_chunked(&wide).is_none());
         // Errors keep their paths and lines: the document is read whole.
         let bad = text.replacen("kind: tcp, address", "kind: tcp, adress", 1);
         let errors = parse(&bad, Path::new(".")).expect_err("a typo");

@@ -57,11 +57,9 @@ struct Series {
     expected: bool,
     /// A must-be-blocked target (`pathprobe_target_expect_blocked 1`).
     blocked: bool,
-    /// A documented-absent target's `why="…"`, rendered (`pathprobe_target_absent_info`).
-    why: Option<Box<str>>,
-    /// All-address mode: each address of the latest probe, as its rendered `address="…"`, and
-    /// its reason. Replaced at every probe, so an address no longer resolved loses its series.
-    addresses: Vec<(Box<str>, Reason)>,
+    /// What few targets have (a documented-absent target's `why`, all-address mode's
+    /// addresses): one pointer for the others.
+    rare: Option<Box<Rare>>,
     probes_success: u64,
     probes_failure: u64,
     skipped: u64,
@@ -69,12 +67,23 @@ struct Series {
     failures: Vec<(Reason, u64)>,
     /// The latest probe, once there was one.
     last: Option<Latest>,
-    /// The latest peer certificate's expiry: kept once seen, like a gauge left at its value.
-    cert_not_after: Option<f64>,
+    /// The latest peer certificate's expiry: kept once seen, like a gauge left at its value;
+    /// NaN until then.
+    cert_not_after: f64,
     /// Per-bucket (not cumulative) counts of `pathprobe_probe_duration_seconds`, then the
     /// overflow bucket.
     buckets: [u32; PROBE_BUCKETS.len() + 1],
     duration_sum: f64,
+}
+
+/// A [`Series`]' fields that only some targets use.
+#[derive(Debug, Default)]
+struct Rare {
+    /// A documented-absent target's `why="…"`, rendered (`pathprobe_target_absent_info`).
+    why: Option<Box<str>>,
+    /// All-address mode: each address of the latest probe, as its rendered `address="…"`, and
+    /// its reason. Replaced at every probe, so an address no longer resolved loses its series.
+    addresses: Vec<(Box<str>, Reason)>,
 }
 
 /// The latest probe's gauges.
@@ -113,16 +122,56 @@ impl Series {
             probed: false,
             expected: true,
             blocked: false,
-            why: None,
-            addresses: Vec::new(),
+            rare: None,
             probes_success: 0,
             probes_failure: 0,
             skipped: 0,
             failures: Vec::new(),
             last: None,
-            cert_not_after: None,
+            cert_not_after: f64::NAN,
             buckets: [0; PROBE_BUCKETS.len() + 1],
             duration_sum: 0.0,
+        }
+    }
+}
+
+impl Series {
+    /// A documented-absent target's rendered `why`.
+    fn why(&self) -> Option<&str> {
+        self.rare.as_ref().and_then(|r| r.why.as_deref())
+    }
+
+    /// All-address mode's addresses of the latest probe.
+    fn addresses(&self) -> &[(Box<str>, Reason)] {
+        self.rare.as_ref().map_or(&[], |r| &r.addresses)
+    }
+
+    /// The certificate expiry, once a probe saw one.
+    fn cert_not_after(&self) -> Option<f64> {
+        (!self.cert_not_after.is_nan()).then_some(self.cert_not_after)
+    }
+
+    fn set_why(&mut self, why: Option<Box<str>>) {
+        if why.is_some() || self.rare.is_some() {
+            self.rare.get_or_insert_with(Box::default).why = why;
+            self.drop_empty_rare();
+        }
+    }
+
+    fn set_addresses(&mut self, addresses: Vec<(Box<str>, Reason)>) {
+        if !addresses.is_empty() || self.rare.is_some() {
+            self.rare.get_or_insert_with(Box::default).addresses = addresses;
+            self.drop_empty_rare();
+        }
+    }
+
+    fn drop_empty_rare(&mut self) {
+        if self
+            .rare
+            .as_ref()
+            .is_some_and(|r| r.why.is_none() && r.addresses.is_empty())
+        {
+            self.rare = None;
         }
     }
 }
@@ -304,7 +353,7 @@ impl Exporter {
         s.probed = true;
         s.expected = true;
         s.blocked = target.blocked;
-        s.why = None;
+        s.set_why(None);
     }
 
     /// Declares a documented-absent target: `pathprobe_target_expected 0` and its `why`.
@@ -314,7 +363,7 @@ impl Exporter {
         let mut table = self.table();
         let s = table.entry(&self.source, TargetLabels::of_absent(target));
         s.expected = false;
-        s.why = Some(why.into_boxed_str());
+        s.set_why(Some(why.into_boxed_str()));
     }
 
     /// Records one probe's outcome; dropped if the target is not (or no longer) declared.
@@ -382,11 +431,11 @@ impl Exporter {
         }
         s.buckets[bucket] = s.buckets[bucket].saturating_add(1);
         s.duration_sum += total;
-        if cert.is_some() {
+        if let Some(cert) = cert {
             s.cert_not_after = cert;
         }
         if target.all_addresses.is_some() {
-            s.addresses = addresses;
+            s.set_addresses(addresses);
         }
         s.last = Some(Latest {
             success,

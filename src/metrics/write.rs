@@ -97,9 +97,9 @@ const FAMILIES: [Family; 31] = [
         help: "All-address mode: always 1; the reason label is the latest probe's reason for this address (none on success).",
         kind: Type::Gauge,
         source: Source::Target {
-            has: |s| !s.addresses.is_empty(),
+            has: |s| !s.addresses().is_empty(),
             write: |w, s| {
-                for (address, reason) in &s.addresses {
+                for (address, reason) in s.addresses() {
                     let labels = [&[&**address][..], &["reason=\"", reason.as_str(), "\""], &[]];
                     w.series("pathprobe_address_failure_reason", s.labels(), labels);
                     w.u64(1);
@@ -112,9 +112,9 @@ const FAMILIES: [Family; 31] = [
         help: "All-address mode: 1 if the latest probe of this address of the target succeeded, else 0.",
         kind: Type::Gauge,
         source: Source::Target {
-            has: |s| !s.addresses.is_empty(),
+            has: |s| !s.addresses().is_empty(),
             write: |w, s| {
-                for (address, reason) in &s.addresses {
+                for (address, reason) in s.addresses() {
                     w.series("pathprobe_address_success", s.labels(), [&[address], &[], &[]]);
                     w.u64(u64::from(*reason == Reason::None));
                 }
@@ -398,9 +398,9 @@ const FAMILIES: [Family; 31] = [
         help: "Always 1, per documented-absent target; the why label is the inventory's why.",
         kind: Type::Gauge,
         source: Source::Target {
-            has: |s| s.why.is_some(),
+            has: |s| s.why().is_some(),
             write: |w, s| {
-                let why = s.why.as_deref().expect("has");
+                let why = s.why().expect("has");
                 w.series("pathprobe_target_absent_info", s.labels(), [&[], &[], &[why]]);
                 w.u64(1);
             },
@@ -435,10 +435,10 @@ const FAMILIES: [Family; 31] = [
         help: "Expiry of the peer's leaf certificate, Unix seconds.",
         kind: Type::Gauge,
         source: Source::Target {
-            has: |s| s.cert_not_after.is_some(),
+            has: |s| s.cert_not_after().is_some(),
             write: |w, s| {
                 w.target("pathprobe_tls_cert_not_after_timestamp_seconds", s, &[]);
-                w.f64(s.cert_not_after.expect("has"));
+                w.f64(s.cert_not_after().expect("has"));
             },
         },
     },
