@@ -137,10 +137,10 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
     match &row.last {
         None => out.push_str("<td data-label=Reason>—</td><td data-label=Phases>—</td>"),
         Some(r) => {
-            let since = format!(" for {}", age(now, r.since));
+            let since = format!(" for {}", age(now, r.since()));
             // All-address mode: each address's reason under the target's.
             let each: Vec<String> = r
-                .addresses
+                .addresses()
                 .iter()
                 .map(|(ip, reason)| format!("{ip} {}", reason.as_str()))
                 .collect();
@@ -168,7 +168,7 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
                 esc(&crate::report::advice_for(
                     t,
                     r.reason,
-                    r.error.as_deref().unwrap_or(""),
+                    r.error().unwrap_or(""),
                     crate::report::Hints::Inventory
                 ))
             );
@@ -194,14 +194,14 @@ fn row_html(out: &mut String, row: &Row, verdict: Option<&Verdict>, now: SystemT
     let last_ok = row
         .last
         .as_ref()
-        .and_then(|r| r.last_success)
+        .and_then(|r| r.last_success())
         .map(|s| ago(now, s))
         .unwrap_or_else(|| "never".into());
     let _ = write!(out, "<td data-label=\"Last success\" class=num>{}</td>", esc(&last_ok));
     let cert = row
         .last
         .as_ref()
-        .and_then(|r| r.cert_not_after)
+        .and_then(|r| r.cert_not_after())
         .map(|na| match na.duration_since(now) {
             Ok(left) => format!("{} days left", left.as_secs() / 86_400),
             Err(e) => format!("EXPIRED {} days ago", e.duration().as_secs() / 86_400),

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
@@ -26,7 +26,7 @@ pub struct Row {
 
 /// What the status page and the log show of a target's latest result, as plain numbers: not the
 /// whole [`ProbeResult`] (its trace's vectors and strings), which at 10,000 targets was about
-/// 600 bytes each.
+/// 600 bytes each; this is 72.
 #[derive(Debug, Clone)]
 pub struct Latest {
     /// The latest result's reason; `none` for success.
@@ -37,16 +37,23 @@ pub struct Latest {
     /// The name lookup, family by family (A first), with microseconds each; `None` for a
     /// literal address.
     dns: Option<[(Family, FamilyOutcome, u32); 2]>,
+    /// When the current reason was first seen, Unix seconds.
+    since: u64,
+    /// When the target last succeeded, Unix seconds; 0 for never.
+    last_success: u64,
+    /// What only some results have.
+    rare: Option<Box<Rare>>,
+}
+
+/// A [`Latest`]'s fields that most results do not have.
+#[derive(Debug, Clone, Default)]
+struct Rare {
     /// The peer certificate's expiry, when the probe saw one.
-    pub cert_not_after: Option<SystemTime>,
+    cert_not_after: Option<SystemTime>,
     /// All-address mode: each address's reason, in the resolver's order (empty otherwise).
-    pub addresses: Box<[(IpAddr, Reason)]>,
+    addresses: Box<[(IpAddr, Reason)]>,
     /// The error chain as text, kept only while failing (the hint reads it).
-    pub error: Option<Box<str>>,
-    /// When the current reason was first seen.
-    pub since: SystemTime,
-    /// When the target last succeeded.
-    pub last_success: Option<SystemTime>,
+    error: Option<Box<str>>,
 }
 
 /// A phase that did not run, in [`Latest`]'s microseconds.
@@ -56,8 +63,13 @@ fn micros(d: Duration) -> u32 {
     d.as_micros().min(u128::from(NOT_RUN - 1)) as u32
 }
 
+/// Unix seconds (at least 1, so 0 can mean never).
+fn unix(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()).max(1)
+}
+
 impl Latest {
-    fn of(result: &ProbeResult, since: SystemTime, last_success: Option<SystemTime>) -> Latest {
+    fn of(result: &ProbeResult, since: u64, last_success: u64) -> Latest {
         let mut phases = [NOT_RUN; Phase::ALL.len()];
         for (slot, phase) in phases.iter_mut().zip(Phase::ALL) {
             let d = match phase {
@@ -68,6 +80,15 @@ impl Latest {
                 *slot = micros(d);
             }
         }
+        let rare = Rare {
+            cert_not_after: result.trace.tls.as_ref().and_then(|t| t.peer_cert_not_after),
+            addresses: result.addresses.iter().map(|a| (a.address.ip(), a.reason)).collect(),
+            error: match result.success() {
+                true => None,
+                false => result.error.as_deref().map(Box::from),
+            },
+        };
+        let has_rare = rare.cert_not_after.is_some() || !rare.addresses.is_empty() || rare.error.is_some();
         Latest {
             reason: result.reason,
             phases,
@@ -75,14 +96,9 @@ impl Latest {
                 .trace
                 .dns
                 .map(|d| d.families.map(|f| (f.family, f.outcome, micros(f.took)))),
-            cert_not_after: result.trace.tls.as_ref().and_then(|t| t.peer_cert_not_after),
-            addresses: result.addresses.iter().map(|a| (a.address.ip(), a.reason)).collect(),
-            error: match result.success() {
-                true => None,
-                false => result.error.as_deref().map(Box::from),
-            },
             since,
             last_success,
+            rare: has_rare.then(|| Box::new(rare)),
         }
     }
 
@@ -104,6 +120,31 @@ impl Latest {
             .iter()
             .flatten()
             .map(|&(f, o, us)| (f, o, Duration::from_micros(u64::from(us))))
+    }
+
+    /// When the current reason was first seen (to the second).
+    pub fn since(&self) -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(self.since)
+    }
+
+    /// When the target last succeeded (to the second), if it ever did.
+    pub fn last_success(&self) -> Option<SystemTime> {
+        (self.last_success != 0).then(|| UNIX_EPOCH + Duration::from_secs(self.last_success))
+    }
+
+    /// The peer certificate's expiry, when the probe saw one.
+    pub fn cert_not_after(&self) -> Option<SystemTime> {
+        self.rare.as_ref().and_then(|r| r.cert_not_after)
+    }
+
+    /// All-address mode: each address's reason, in the resolver's order (empty otherwise).
+    pub fn addresses(&self) -> &[(IpAddr, Reason)] {
+        self.rare.as_ref().map_or(&[], |r| &r.addresses)
+    }
+
+    /// The error chain as text, while failing.
+    pub fn error(&self) -> Option<&str> {
+        self.rare.as_ref().and_then(|r| r.error.as_deref())
     }
 }
 
@@ -214,6 +255,7 @@ impl Status {
         };
         let before = row.last.as_ref().map(|r| r.reason);
         let mut since = row.last.as_ref().map(|r| r.since);
+        let finished = unix(result.finished_at);
         if before != Some(result.reason) {
             let what = match (before, result.success()) {
                 (_, false) => result.reason.as_str(),
@@ -227,13 +269,13 @@ impl Status {
             if admitted {
                 log_change(target, before, &result);
             }
-            since = Some(result.finished_at);
+            since = Some(finished);
         }
         let last_success = match result.success() {
-            true => Some(result.finished_at),
-            false => row.last.as_ref().and_then(|r| r.last_success),
+            true => finished,
+            false => row.last.as_ref().map_or(0, |r| r.last_success),
         };
-        let latest = Latest::of(&result, since.unwrap_or(result.finished_at), last_success);
+        let latest = Latest::of(&result, since.unwrap_or(finished), last_success);
         match &mut row.last {
             Some(last) => **last = latest,
             None => row.last = Some(Box::new(latest)),
@@ -320,6 +362,13 @@ mod tests {
         assert_eq!(b.roll(Instant::now()), None, "summed up once");
         let (ok, summary) = b.admit(Instant::now(), "recovered");
         assert!(ok && summary.is_none(), "a new window logs again");
+    }
+
+    /// 10,000 targets' latest results fit in well under a megabyte (the rare parts boxed).
+    #[test]
+    fn a_latest_result_is_small() {
+        assert!(std::mem::size_of::<Latest>() <= 72, "{}", std::mem::size_of::<Latest>());
+        assert!(std::mem::size_of::<Row>() <= 16);
     }
 
     #[tokio::test(start_paused = true)]
