@@ -324,7 +324,6 @@ async fn serve_inventory(
     *shared.exporter.write().expect("not poisoned") = Arc::new(fresh);
     shared.exporter().set_discovery(inventory.discovery.is_some());
     shared.status.set_inventory(declared, &inventory.absent);
-    trim_heap();
 
     let mut terminate = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
     let mut interrupt = signal(SignalKind::interrupt()).expect("installing the SIGINT handler");
@@ -480,7 +479,7 @@ pub fn tune_allocator() {
 
 /// Hands the heap freed after a (re)load back to the system. Parsing and checking a large
 /// inventory leaves megabytes of free, fragmented heap (10 MiB at 10,000 targets) that glibc
-/// would otherwise keep for good; at start-up as on reload (benches/results/before-after.md).
+/// would otherwise keep for good.
 fn trim_heap() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only returns free pages to the kernel; it has no preconditions.
