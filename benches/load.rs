@@ -989,7 +989,17 @@ fn pathprobe_binary() -> (PathBuf, String) {
         "image" => {
             let root = Path::new(env!("CARGO_MANIFEST_DIR"));
             eprintln!("building the image's binary (scripts/image-rootfs --binary-only)");
-            let out = Command::new(root.join("scripts/image-rootfs"))
+            let mut build = Command::new(root.join("scripts/image-rootfs"));
+            // Not the environment cargo gives a bench (CARGO_PKG_*, OUT_DIR, …): build scripts
+            // that watch those (ring's) would rerun, and the image's build start over.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                let cargo_own = name.starts_with("CARGO") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR";
+                if cargo_own || name == "OUT_DIR" || name.starts_with("PATHPROBE_REVISION") {
+                    build.env_remove(&*name);
+                }
+            }
+            let out = build
                 .arg("--binary-only")
                 .current_dir(root)
                 .stderr(Stdio::inherit())
