@@ -2,13 +2,23 @@
 //! `prometheus-blackbox-exporter` driven through `/probe` on the same schedule, and the floor (a
 //! bare connect loop, a bare rustls handshake loop, a bare HTTP GET loop), for TCP, HTTP and
 //! HTTPS targets at N = 100, 1,000, 10,000. Each contender is a separate process measured from
-//! /proc: CPU per 1,000 probes, peak (VmHWM) and steady RSS, scheduler lag, `/metrics` scrape
-//! time and size. Writes `benches/RESULTS.md` (ratios first) and `benches/results/load.json`.
+//! /proc: CPU per 1,000 probes, peak (VmHWM) and steady RSS, the peaks of its anonymous and
+//! file-backed parts (RssAnon, RssFile, sampled from its start), scheduler lag, `/metrics`
+//! scrape time and size, and where pathprobe's memory is at the end (/proc/PID/smaps). Writes
+//! `benches/RESULTS.md` (ratios first) and `benches/results/load.json`.
+//!
+//! The rate is every target once per interval; below `PATHPROBE_LOAD_RATE` targets the interval
+//! would be under the agent's 1 s floor, so the rate is N probes/s there (interval 1 s).
+//!
+//! pathprobe is the binary the container image ships: `scripts/image-rootfs --binary-only`
+//! builds it (static glibc, fat LTO, stripped; a few minutes the first time) and the run
+//! measures that, since its code pages are most of the agent's RSS and a DaemonSet runs it.
 //!
 //! Run: `cargo bench --bench load`. Knobs (environment):
 //! `PATHPROBE_LOAD_SIZES` (100,1000,10000), `PATHPROBE_LOAD_KINDS` (tcp,http,https),
 //! `PATHPROBE_LOAD_RATE` (probes/s, 500), `PATHPROBE_LOAD_SECS` (measured seconds, 20),
-//! `PATHPROBE_LOAD_BIN` (the pathprobe binary; this build's by default),
+//! `PATHPROBE_LOAD_BIN` (`image`, the default: the image's static build; `dev`: this build's
+//! dynamic binary, the bench profile's, without LTO; or a path),
 //! `PATHPROBE_LOAD_LABEL` (`current`: the results file is `load-<label>.json` unless `current`),
 //! `PATHPROBE_LOAD_BLACKBOX` (`prometheus-blackbox-exporter`; `none` to skip).
 //! Benchmarks, not tests: nothing here asserts a time.
@@ -67,6 +77,12 @@ struct Figures {
     steady_rss_kib: u64,
     /// Anonymous memory (heap, stacks) of the steady RSS: what grows with targets.
     steady_anon_kib: u64,
+    /// The highest anonymous (RssAnon) and file-backed (RssFile: code, read-only data) RSS seen,
+    /// each its own maximum over samples from the process's start.
+    peak_anon_kib: u64,
+    peak_file_kib: u64,
+    /// pathprobe's RSS by mapping at the end of the window, largest first (KiB).
+    smaps: Vec<(String, u64)>,
     lag_p50_ms: Option<f64>,
     lag_p99_ms: Option<f64>,
     scrape_ms: Option<f64>,
@@ -86,7 +102,7 @@ impl Figures {
         format!(
             "{{\"contender\":\"{}\",\"kind\":\"{}\",\"targets\":{},\"probes\":{},\"cpu_seconds\":{:.3},\
              \"cpu_seconds_per_1000_probes\":{:.4},\"cpu_us_per_probe\":{:.1},\"peak_rss_kib\":{},\
-             \"steady_rss_kib\":{},\"steady_anon_kib\":{},\"lag_p50_ms\":{},\"lag_p99_ms\":{},\"scrape_ms\":{},\"scrape_bytes\":{}}}",
+             \"steady_rss_kib\":{},\"steady_anon_kib\":{},\"peak_anon_kib\":{},\"peak_file_kib\":{},\"smaps_kib\":{{{}}},\"lag_p50_ms\":{},\"lag_p99_ms\":{},\"scrape_ms\":{},\"scrape_bytes\":{}}}",
             self.contender,
             self.kind,
             self.targets,
@@ -97,6 +113,13 @@ impl Figures {
             self.peak_rss_kib,
             self.steady_rss_kib,
             self.steady_anon_kib,
+            self.peak_anon_kib,
+            self.peak_file_kib,
+            self.smaps
+                .iter()
+                .map(|(k, v)| format!("\"{k}\":{v}"))
+                .collect::<Vec<_>>()
+                .join(","),
             opt(self.lag_p50_ms),
             opt(self.lag_p99_ms),
             opt(self.scrape_ms),
@@ -124,8 +147,8 @@ fn cpu_seconds(pid: u32) -> Option<f64> {
     Some((utime + stime) / clock_ticks())
 }
 
-/// (VmRSS, VmHWM, RssAnon) in KiB.
-fn rss_kib(pid: u32) -> Option<(u64, u64, u64)> {
+/// (VmRSS, VmHWM, RssAnon, RssFile) in KiB.
+fn rss_kib(pid: u32) -> Option<(u64, u64, u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let field = |name: &str| {
         status
@@ -134,7 +157,98 @@ fn rss_kib(pid: u32) -> Option<(u64, u64, u64)> {
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|v| v.parse().ok())
     };
-    Some((field("VmRSS:")?, field("VmHWM:")?, field("RssAnon:")?))
+    Some((
+        field("VmRSS:")?,
+        field("VmHWM:")?,
+        field("RssAnon:")?,
+        field("RssFile:")?,
+    ))
+}
+
+/// RSS by mapping from /proc/PID/smaps, in KiB, largest first: the executable's and each
+/// library's mappings by file name and permissions (`pathprobe r-xp` is its code), `[heap]`,
+/// `[stack]`, and `[anon]` for the rest (thread stacks, large allocations).
+fn smaps(pid: u32) -> Vec<(String, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap_or_default();
+    let mut by: Vec<(String, u64)> = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let mut fields = line.split_whitespace();
+        let first = fields.next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            let perms = fields.next().unwrap_or("");
+            let path = fields.nth(3).unwrap_or("[anon]");
+            let name = path.rsplit('/').next().unwrap_or(path);
+            current = format!("{name} {perms}");
+        } else if first == "Rss:" {
+            let kib: u64 = fields.next().and_then(|v| v.parse().ok()).unwrap_or(0);
+            match by.iter_mut().find(|(k, _)| *k == current) {
+                Some(e) => e.1 += kib,
+                None => by.push((current.clone(), kib)),
+            }
+        }
+    }
+    by.retain(|(_, kib)| *kib > 0);
+    by.sort_by_key(|e| std::cmp::Reverse(e.1));
+    by
+}
+
+/// The size of an ELF executable's code (its executable PT_LOAD segments), in bytes.
+fn code_bytes(path: &Path) -> Option<u64> {
+    let elf = std::fs::read(path).ok()?;
+    let u16_at = |o: usize| Some(u16::from_le_bytes(elf.get(o..o + 2)?.try_into().ok()?));
+    let u32_at = |o: usize| Some(u32::from_le_bytes(elf.get(o..o + 4)?.try_into().ok()?));
+    let u64_at = |o: usize| Some(u64::from_le_bytes(elf.get(o..o + 8)?.try_into().ok()?));
+    if elf.get(..5)? != b"\x7fELF\x02" {
+        return None; // not a 64-bit ELF
+    }
+    let (phoff, phentsize, phnum) = (u64_at(0x20)? as usize, u16_at(0x36)? as usize, u16_at(0x38)?);
+    let mut code = 0;
+    for i in 0..phnum as usize {
+        let ph = phoff + i * phentsize;
+        // PT_LOAD with PF_X
+        if u32_at(ph)? == 1 && u32_at(ph + 4)? & 1 == 1 {
+            code += u64_at(ph + 0x20)?;
+        }
+    }
+    Some(code)
+}
+
+/// Samples a process's RssAnon and RssFile every 20 ms from its start until it exits or is
+/// dropped, keeping the highest of each: VmHWM says how high the RSS went, not what it was.
+struct Peaks {
+    highest: Arc<(AtomicU64, AtomicU64)>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Peaks {
+    fn track(pid: u32) -> Peaks {
+        let highest = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (h, s) = (highest.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                let Some((_, _, anon, file)) = rss_kib(pid) else { return };
+                h.0.fetch_max(anon, Ordering::Relaxed);
+                h.1.fetch_max(file, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Peaks { highest, stop }
+    }
+    /// (peak anonymous, peak file-backed) in KiB.
+    fn get(&self) -> (u64, u64) {
+        (
+            self.highest.0.load(Ordering::Relaxed),
+            self.highest.1.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Peaks {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A blocking HTTP/1.1 GET with `Connection: close`; (status, body, seconds).
@@ -233,14 +347,15 @@ fn free_port() -> SocketAddr {
 /// until `path` answers 200. The port is free when picked but may be taken before the contender
 /// binds it (this machine's other processes open loopback connections all the time): a
 /// contender that exits meanwhile is started again on another port.
-fn start_ready(path: &str, mut start: impl FnMut(SocketAddr) -> Option<Child>) -> Option<(Killed, SocketAddr)> {
+fn start_ready(path: &str, mut start: impl FnMut(SocketAddr) -> Option<Child>) -> Option<(Killed, SocketAddr, Peaks)> {
     for _ in 0..5 {
         let addr = free_port();
         let mut child = Killed(start(addr)?);
+        let peaks = Peaks::track(child.0.id());
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             if let Some((200, _, _)) = get(addr, path) {
-                return Some((child, addr));
+                return Some((child, addr, peaks));
             }
             if child.0.try_wait().ok().flatten().is_some() {
                 break; // exited: most likely the port was taken
@@ -257,7 +372,23 @@ fn start_ready(path: &str, mut start: impl FnMut(SocketAddr) -> Option<Child>) -
 struct Killed(Child);
 
 impl Drop for Killed {
+    /// SIGTERM first, as Kubernetes stops a pod (and so a profiler running the agent, as
+    /// scripts/code-order does, writes its profile); SIGKILL after 20 s.
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) only sends a signal to our own child, which has not been reaped
+            // (so the pid is still its own).
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = self.0.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -358,7 +489,7 @@ impl Sampler {
         }
     }
     fn sample(&mut self) {
-        if let Some((rss, _, anon)) = rss_kib(self.pid) {
+        if let Some((rss, _, anon, _)) = rss_kib(self.pid) {
             self.rss.push((rss, anon));
         }
     }
@@ -401,9 +532,10 @@ struct Plan {
 }
 
 impl Plan {
-    /// Every target once per interval: the interval that gives `rate` probes/s.
+    /// Every target once per interval: the interval that gives `rate` probes/s, but at least
+    /// the agent's floor of 1 s (so N probes/s when N < rate: it refuses shorter intervals).
     fn interval(&self, n: usize) -> Duration {
-        Duration::from_secs_f64(n as f64 / self.rate)
+        Duration::from_secs_f64(n as f64 / self.rate).max(Duration::from_secs(1))
     }
     /// Start-up: one interval (every target has started), at least 3 s, at most 25 s.
     fn warmup(&self, n: usize) -> Duration {
@@ -422,7 +554,7 @@ fn run_pathprobe(bin: &Path, dir: &Path, targets: &Targets, kind: Kind, n: usize
     }
     let config = dir.join(format!("inventory-{}-{n}.yaml", kind.as_str()));
     std::fs::write(&config, inv).unwrap();
-    let (child, listen) = start_ready("/readyz", |listen| {
+    let (child, listen, peaks) = start_ready("/readyz", |listen| {
         let child = Command::new(bin)
             .args(["run", "--config"])
             .arg(&config)
@@ -442,6 +574,8 @@ fn run_pathprobe(bin: &Path, dir: &Path, targets: &Targets, kind: Kind, n: usize
     let (sampler, scrapes) = watch(pid, listen, plan.secs);
     let after = get(listen, "/metrics").expect("scraping pathprobe").1;
     let (cpu, peak, steady) = sampler.finish();
+    let (peak_anon, peak_file) = peaks.get();
+    let smaps = smaps(pid);
     let probes = sum_metric(&after, "pathprobe_probes_total", "") - sum_metric(&before, "pathprobe_probes_total", "");
     let lag_b = buckets(&before, "pathprobe_scheduler_lag_seconds");
     let lag_a = buckets(&after, "pathprobe_scheduler_lag_seconds");
@@ -459,6 +593,9 @@ fn run_pathprobe(bin: &Path, dir: &Path, targets: &Targets, kind: Kind, n: usize
         peak_rss_kib: peak,
         steady_rss_kib: steady.0,
         steady_anon_kib: steady.1,
+        peak_anon_kib: peak_anon,
+        peak_file_kib: peak_file,
+        smaps,
         lag_p50_ms: quantile(&lag_b, &lag_a, 0.5).map(|s| s * 1e3),
         lag_p99_ms: quantile(&lag_b, &lag_a, 0.99).map(|s| s * 1e3),
         scrape_ms: median.map(|m| m.0 * 1e3),
@@ -532,7 +669,7 @@ fn run_blackbox(
     n: usize,
     plan: &Plan,
 ) -> Option<Figures> {
-    let (child, listen) = start_ready("/-/healthy", |listen| {
+    let (child, listen, peaks) = start_ready("/-/healthy", |listen| {
         Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--web.listen-address={listen}"))
@@ -582,6 +719,7 @@ fn run_blackbox(
     let (sampler, scrapes) = watch(pid, listen, plan.secs);
     let probes = done.load(Ordering::Relaxed) + failed.load(Ordering::Relaxed) - d0;
     let (cpu, peak, steady) = sampler.finish();
+    let (peak_anon, peak_file) = peaks.get();
     stop.cancel();
     if failed.load(Ordering::Relaxed) > 0 {
         eprintln!("  note: {} failed blackbox probes", failed.load(Ordering::Relaxed));
@@ -596,6 +734,9 @@ fn run_blackbox(
         peak_rss_kib: peak,
         steady_rss_kib: steady.0,
         steady_anon_kib: steady.1,
+        peak_anon_kib: peak_anon,
+        peak_file_kib: peak_file,
+        smaps: Vec::new(),
         lag_p50_ms: None,
         lag_p99_ms: None,
         scrape_ms: median.map(|m| m.0 * 1e3),
@@ -618,6 +759,7 @@ fn run_floor(targets: &Targets, kind: Kind, plan: &Plan) -> Figures {
             .expect("starting the floor loop"),
     );
     let pid = child.0.id();
+    let peaks = Peaks::track(pid);
     let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     let mut sampler = Sampler::start(pid);
@@ -632,6 +774,7 @@ fn run_floor(targets: &Targets, kind: Kind, plan: &Plan) -> Figures {
         }
     };
     let (cpu, peak, steady) = sampler.finish();
+    let (peak_anon, peak_file) = peaks.get();
     drop(child);
     Figures {
         contender: format!(
@@ -649,6 +792,8 @@ fn run_floor(targets: &Targets, kind: Kind, plan: &Plan) -> Figures {
         peak_rss_kib: peak,
         steady_rss_kib: steady.0,
         steady_anon_kib: steady.1,
+        peak_anon_kib: peak_anon,
+        peak_file_kib: peak_file,
         ..Default::default()
     }
 }
@@ -732,13 +877,14 @@ fn ratio(a: f64, b: f64) -> String {
     }
 }
 
-fn report(all: &[Figures], plan: &Plan, label: &str, bin: &Path) -> String {
+fn report(all: &[Figures], plan: &Plan, label: &str, bin: &Path, bin_kind: &str) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
         "# Load results\n\nOne run of `cargo bench --bench load` ({label}): every contender on the same loopback targets, \
-         {} probes/s, {} s measured after start-up (one interval, 3-25 s). Figures from /proc (utime+stime, VmHWM, VmRSS).\n",
-        plan.rate, plan.secs
+         {} probes/s (N probes/s below {} targets: the agent's shortest interval is 1 s), {} s measured after start-up \
+         (one interval, 3-25 s). Figures from /proc (utime+stime, VmHWM, VmRSS, RssAnon, RssFile).\n",
+        plan.rate, plan.rate, plan.secs
     );
     let find = |c: &str, k: &str, n: usize| {
         all.iter()
@@ -776,19 +922,22 @@ fn report(all: &[Figures], plan: &Plan, label: &str, bin: &Path) -> String {
     }
     let _ = writeln!(
         md,
-        "\n## Absolutes\n\nMachine: {}. pathprobe: `{}`.\n",
+        "\n## Absolutes\n\nMachine: {}. pathprobe: `{}`, {bin_kind}, {} of code.\n",
         machine(),
-        bin.display()
+        bin.display(),
+        code_bytes(bin)
+            .map(|b| format!("{:.1} MiB", b as f64 / 1048576.0))
+            .unwrap_or_else(|| "unknown size".into()),
     );
     let _ = writeln!(
         md,
-        "| contender | kind | targets | probes | CPU µs/probe | CPU s/1000 probes | peak RSS MiB | steady RSS MiB (anon) | lag p50 ms | lag p99 ms | /metrics ms | /metrics bytes |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| contender | kind | targets | probes | CPU µs/probe | CPU s/1000 probes | peak RSS MiB | peak anon / file-backed MiB | steady RSS MiB (anon) | lag p50 ms | lag p99 ms | /metrics ms | /metrics bytes |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     let opt = |v: Option<f64>| v.map(|v| format!("{v:.2}")).unwrap_or_else(|| "–".into());
     for f in all {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {:.1} | {:.3} | {:.1} | {:.1} ({:.1}) | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {:.1} | {:.3} | {:.1} | {:.1} / {:.1} | {:.1} ({:.1}) | {} | {} | {} | {} |",
             f.contender,
             f.kind,
             f.targets,
@@ -796,6 +945,8 @@ fn report(all: &[Figures], plan: &Plan, label: &str, bin: &Path) -> String {
             f.cpu_us_per_probe(),
             f.cpu_us_per_probe() / 1000.0,
             f.peak_rss_kib as f64 / 1024.0,
+            f.peak_anon_kib as f64 / 1024.0,
+            f.peak_file_kib as f64 / 1024.0,
             f.steady_rss_kib as f64 / 1024.0,
             f.steady_anon_kib as f64 / 1024.0,
             opt(f.lag_p50_ms),
@@ -810,9 +961,67 @@ fn report(all: &[Figures], plan: &Plan, label: &str, bin: &Path) -> String {
          serving each `/probe`, as under Prometheus); its `/metrics` is its own, not per target. The floors are one blocking \
          loop each, spread over the same {SERVERS} servers; the HTTPS floor makes a new rustls handshake per request, as \
          pathprobe and blackbox do. The target servers and the blackbox driver run in the bench process and share the 2 cores \
-         with the contender. Figures before and after each change of the performance work: `benches/results/before-after.md`."
+         with the contender. The peaks of anonymous and file-backed RSS are each their own maximum (sampled every 20 ms \
+         from the start), not necessarily at the same moment. Figures before and after each change of the performance \
+         work: `benches/results/before-after.md`."
     );
+    let _ = writeln!(
+        md,
+        "\n## Where pathprobe's memory is\n\nRSS by mapping at the end of the measured window (`/proc/PID/smaps`; \
+         `r-xp` of the binary is its code, `r--p` its read-only data, `[heap]` and `[anon]` the allocator's and the \
+         threads' memory), MiB:\n"
+    );
+    for f in all.iter().filter(|f| !f.smaps.is_empty()) {
+        let parts: Vec<String> = f
+            .smaps
+            .iter()
+            .filter(|(_, kib)| *kib >= 64)
+            .map(|(k, kib)| format!("{k} {:.2}", *kib as f64 / 1024.0))
+            .collect();
+        let _ = writeln!(md, "- {} {}: {}", f.kind, f.targets, parts.join(", "));
+    }
     md
+}
+
+/// The pathprobe binary to measure and what it is: `PATHPROBE_LOAD_BIN`.
+fn pathprobe_binary() -> (PathBuf, String) {
+    match env_or("PATHPROBE_LOAD_BIN", "image").as_str() {
+        "image" => {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            eprintln!("building the image's binary (scripts/image-rootfs --binary-only)");
+            let mut build = Command::new(root.join("scripts/image-rootfs"));
+            // Not the environment cargo gives a bench (CARGO_PKG_*, OUT_DIR, …): build scripts
+            // that watch those (ring's) would rerun, and the image's build start over.
+            for (name, _) in std::env::vars_os() {
+                let name = name.to_string_lossy();
+                let cargo_own = name.starts_with("CARGO") && name != "CARGO_HOME" && name != "CARGO_TARGET_DIR";
+                if cargo_own || name == "OUT_DIR" || name.starts_with("PATHPROBE_REVISION") {
+                    build.env_remove(&*name);
+                }
+            }
+            let out = build
+                .arg("--binary-only")
+                .current_dir(root)
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("running scripts/image-rootfs");
+            let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert!(
+                out.status.success() && !path.is_empty(),
+                "scripts/image-rootfs --binary-only failed: build the image's prerequisites (README), \
+                 or measure this build's dynamic binary with PATHPROBE_LOAD_BIN=dev"
+            );
+            (
+                root.join(path),
+                "the image's binary (scripts/image-rootfs: static glibc, release profile, stripped)".into(),
+            )
+        }
+        "dev" => (
+            PathBuf::from(env!("CARGO_BIN_EXE_pathprobe")),
+            "this build's dynamic binary (the bench profile: no LTO)".into(),
+        ),
+        path => (PathBuf::from(path), "given by PATHPROBE_LOAD_BIN".into()),
+    }
 }
 
 fn main() {
@@ -839,7 +1048,7 @@ fn main() {
             .parse()
             .expect("PATHPROBE_LOAD_SECS: seconds"),
     };
-    let bin = PathBuf::from(env_or("PATHPROBE_LOAD_BIN", env!("CARGO_BIN_EXE_pathprobe")));
+    let (bin, bin_kind) = pathprobe_binary();
     let label = env_or("PATHPROBE_LOAD_LABEL", "current");
     let blackbox = env_or("PATHPROBE_LOAD_BLACKBOX", "prometheus-blackbox-exporter");
     let blackbox = (blackbox != "none").then_some(blackbox);
@@ -887,7 +1096,7 @@ fn main() {
     };
     std::fs::create_dir_all(root.join("results")).unwrap();
     std::fs::write(root.join("results").join(&json_name), json).unwrap();
-    let md = report(&all, &plan, &label, &bin);
+    let md = report(&all, &plan, &label, &bin, &bin_kind);
     print!("{md}");
     let md_name = if label == "current" {
         "RESULTS.md".to_string()

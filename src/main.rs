@@ -10,6 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use pathprobe::adhoc::{self, AdhocOptions};
 #[cfg(feature = "demo")]
@@ -195,19 +198,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     config::parse_duration(s).map_err(|e| e.to_string())
 }
 
-/// Logs to stderr; `RUST_LOG` overrides the default level.
-fn init_logging(default_level: &str, json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+/// Logs to stderr; `RUST_LOG` overrides the default level: a level (`debug`) and/or
+/// `target=level` directives, comma-separated (`warn,pathprobe=debug`). A per-target filter
+/// rather than tracing-subscriber's `EnvFilter`, whose span and field matching brings a regex
+/// DFA compiler into the binary: code pages are most of the agent's RSS (benches/RESULTS.md).
+fn init_logging(default_level: LevelFilter, json: bool) {
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|directives| directives.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(default_level));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let layer = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(ansi);
+    let logs = tracing_subscriber::registry().with(filter);
     if json {
-        builder.json().flatten_event(true).with_target(false).init();
+        logs.with(layer.json().flatten_event(true).with_target(false)).init();
     } else {
-        builder.init();
+        logs.with(layer).init();
     }
 }
 
@@ -215,8 +223,8 @@ fn main() -> ExitCode {
     pathprobe::agent::tune_allocator();
     let cli = Cli::parse();
     match &cli.command {
-        Command::Run(args) => init_logging("info", args.log_format == "json"),
-        _ => init_logging("warn", false),
+        Command::Run(args) => init_logging(LevelFilter::INFO, args.log_format == "json"),
+        _ => init_logging(LevelFilter::WARN, false),
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
